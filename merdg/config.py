@@ -1,0 +1,355 @@
+"""Typed configuration of a MER-DG job.
+
+Every field has a default and a one-line docstring; the entry points in ``pipelines/`` turn these
+dataclasses into command-line flags and YAML keys (``--train.epochs 5`` or ``train: {epochs: 5}``).
+Each ``__post_init__`` validates its own fields and names the flag in its error message.
+
+The defaults are the embedded benchmark's small CPU sizes, not the paper's: the paper's clip
+sizes (RGB 32 frames at stride 2 and 224 pixels, flow 8 frames at stride 4, audio 160000 samples
+with a 512-sample window and 353 overlap) are set by a config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODALITIES = ("video", "audio", "flow")
+"""Modality names, in the order used for feature concatenation."""
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the flag and the fix."""
+
+
+def _require(condition: bool, flag: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"invalid --{flag}: {message}")
+
+
+def default_cache_dir() -> Path:
+    """Return the folder for the generated benchmark and the decode cache.
+
+    ``MERDG_CACHE_DIR`` overrides the default ``~/.cache/merdg``.
+    """
+    return Path(os.environ.get("MERDG_CACHE_DIR", Path.home() / ".cache" / "merdg"))
+
+
+@dataclass
+class VideoDecodeConfig:
+    """How RGB frames are sampled from a clip and stored in the decode cache."""
+
+    num_frames: int = 8
+    """Frames per clip, taken around the centre of the clip's time span."""
+    frame_stride: int = 2
+    """Step between sampled frames, in source frames; spans shorter than the window are looped."""
+    frame_size: int = 32
+    """Side in pixels: the short side is resized to it, then the centre square is cropped."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_frames >= 1, "data.video.num_frames", f"{self.num_frames} < 1")
+        _require(self.frame_stride >= 1, "data.video.frame_stride", f"{self.frame_stride} < 1")
+        _require(self.frame_size >= 8, "data.video.frame_size", f"{self.frame_size} < 8 pixels")
+
+
+@dataclass
+class AudioDecodeConfig:
+    """How audio becomes a log spectrogram (``scipy.signal.spectrogram``, then ``log(S + 1e-7)``)."""
+
+    sample_rate: int = 16000
+    """Rate in Hz the audio is resampled to before the spectrogram."""
+    num_samples: int = 16000
+    """Samples kept from the start of the clip's span; a shorter track is tiled to this length."""
+    nperseg: int = 256
+    """Spectrogram window length in samples."""
+    noverlap: int = 128
+    """Overlap of consecutive windows in samples."""
+
+    def __post_init__(self) -> None:
+        _require(self.sample_rate >= 1000, "data.audio.sample_rate", f"{self.sample_rate} Hz < 1000")
+        _require(self.nperseg >= 16, "data.audio.nperseg", f"{self.nperseg} < 16")
+        _require(
+            0 <= self.noverlap < self.nperseg,
+            "data.audio.noverlap",
+            f"{self.noverlap} must be in [0, nperseg={self.nperseg})",
+        )
+        _require(
+            self.num_samples >= self.nperseg,
+            "data.audio.num_samples",
+            f"{self.num_samples} is shorter than one window (nperseg={self.nperseg})",
+        )
+
+    @property
+    def spectrogram_shape(self) -> tuple[int, int]:
+        """(frequency bins, time frames) of the decoded spectrogram."""
+        step = self.nperseg - self.noverlap
+        return self.nperseg // 2 + 1, (self.num_samples - self.noverlap) // step
+
+
+@dataclass
+class FlowDecodeConfig:
+    """How stored optical flow (x/y videos or u/v JPEG frames) is sampled into 2-channel clips."""
+
+    num_frames: int = 8
+    """Flow frames per clip, taken around the centre of the clip's time span."""
+    frame_stride: int = 2
+    """Step between sampled flow frames, in stored flow frames."""
+    frame_size: int = 32
+    """Side in pixels: the short side is resized to it, then the centre square is cropped."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_frames >= 1, "data.flow.num_frames", f"{self.num_frames} < 1")
+        _require(self.frame_stride >= 1, "data.flow.frame_stride", f"{self.frame_stride} < 1")
+        _require(self.frame_size >= 8, "data.flow.frame_size", f"{self.frame_size} < 8 pixels")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Knobs of the generated benchmark (see ``merdg.data.benchmark`` for what each one plants)."""
+
+    seed: int = 0
+    """Seed of everything random in the generated media."""
+    num_classes: int = 5
+    """Number of action classes."""
+    clips_per_class: int = 20
+    """Clips per class in each domain (train and test lists together)."""
+    test_fraction: float = 0.25
+    """Share of each domain's clips written to its test list."""
+    cue: bool = True
+    """Plant the cross-modal nuisance cue; False writes the no-cue twin."""
+    cue_validity: float = 0.9
+    """Share of a domain's clips whose cue follows that domain's own cue-to-class mapping."""
+    cue_hiding: float = 1.5
+    """Standard deviation of the per-clip offsets that hide the cue in each single modality,
+    in units of the full cue range; the offsets cancel when the modalities are combined."""
+    signal_noise: float = 0.6
+    """Strength of the per-clip jitter on the class signal (motion direction, pitch); 0 is clean."""
+    num_frames: int = 16
+    """Frames per generated clip."""
+    frame_size: int = 64
+    """Width and height of the generated video and flow, in pixels."""
+    fps: int = 16
+    """Frame rate of the generated video and flow."""
+    sample_rate: int = 16000
+    """Sample rate of the generated audio, in Hz."""
+
+    def __post_init__(self) -> None:
+        _require(2 <= self.num_classes <= 16, "data.benchmark.num_classes", f"{self.num_classes} not in [2, 16]")
+        _require(self.clips_per_class >= 2, "data.benchmark.clips_per_class", f"{self.clips_per_class} < 2")
+        _require(
+            0.0 < self.test_fraction < 1.0, "data.benchmark.test_fraction", f"{self.test_fraction} not in (0, 1)"
+        )
+        _require(0.0 <= self.cue_validity <= 1.0, "data.benchmark.cue_validity", f"{self.cue_validity} not in [0, 1]")
+        _require(self.cue_hiding >= 0.0, "data.benchmark.cue_hiding", f"{self.cue_hiding} < 0")
+        _require(self.signal_noise >= 0.0, "data.benchmark.signal_noise", f"{self.signal_noise} < 0")
+        _require(self.num_frames >= 2, "data.benchmark.num_frames", f"{self.num_frames} < 2")
+        _require(
+            self.frame_size >= 16 and self.frame_size % 2 == 0,
+            "data.benchmark.frame_size",
+            f"{self.frame_size} must be even and at least 16 (H.264 with 4:2:0 chroma)",
+        )
+
+
+@dataclass
+class DataConfig:
+    """Which dataset is read, which modalities are decoded, and where the caches live."""
+
+    dataset: str = "benchmark"
+    """Dataset reader: 'benchmark' (generated on first use) or 'hac' (a HAC-layout tree at --data.root)."""
+    root: Path | None = None
+    """Dataset root. For 'benchmark', where to generate it (default: a folder under the cache dir)."""
+    splits_dir: Path | None = None
+    """Folder with the split CSVs (HAC_{train,test}_only_<domain>.csv); default: the dataset root."""
+    domains: list[str] | None = None
+    """Domains to use; default: all of the dataset's domains."""
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    """Modalities to decode and train on: any non-empty subset of video, audio, flow."""
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """Folder for the generated benchmark and the Parquet decode cache."""
+    skip_bad_clips: bool = False
+    """Skip clips that cannot be decoded (counted, listed in a quarantine CSV) instead of failing."""
+    decode_batch_size: int = 8
+    """Clips per Ray Data decode task batch."""
+    video: VideoDecodeConfig = field(default_factory=VideoDecodeConfig)
+    audio: AudioDecodeConfig = field(default_factory=AudioDecodeConfig)
+    flow: FlowDecodeConfig = field(default_factory=FlowDecodeConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+
+    def __post_init__(self) -> None:
+        _require(len(self.modalities) > 0, "data.modalities", "empty; choose any of video, audio, flow")
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        _require(not unknown, "data.modalities", f"unknown modality {unknown}; choose from {list(MODALITIES)}")
+        _require(len(set(self.modalities)) == len(self.modalities), "data.modalities",
+                 f"{self.modalities} lists a modality twice")
+        # Canonical order, so that the same set always gives the same model and cache key.
+        self.modalities = [m for m in MODALITIES if m in self.modalities]
+        _require(self.decode_batch_size >= 1, "data.decode_batch_size", f"{self.decode_batch_size} < 1")
+        if self.domains is not None:
+            _require(len(self.domains) >= 2, "data.domains",
+                     f"{self.domains}: leave-one-domain-out needs at least 2 domains")
+        self.root = Path(self.root) if self.root is not None else None
+        self.splits_dir = Path(self.splits_dir) if self.splits_dir is not None else None
+        self.cache_dir = Path(self.cache_dir)
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the per-modality encoders, the MER projectors and the fusion head."""
+
+    embed_dim: int = 128
+    """Output width of every modality encoder."""
+    width: int = 16
+    """Channels of the first convolution of each small CPU encoder (doubled at each stage)."""
+    projector_hidden: int = 256
+    """Hidden width of the MER projector (the official code uses 2048)."""
+    projection_dim: int = 128
+    """Width of the projection the entropy estimator sees (the official code uses 128)."""
+    fusion_hidden: int = 512
+    """Hidden width of the fusion head Linear(in, hidden)-ReLU-Dropout-Linear(hidden, classes)."""
+    dropout: float = 0.5
+    """Dropout of the fusion head."""
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "width", "projector_hidden", "projection_dim", "fusion_hidden"):
+            value = getattr(self, name)
+            _require(value >= 1, f"model.{name}", f"{value} < 1")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", f"{self.dropout} not in [0, 1)")
+
+
+@dataclass
+class MERConfig:
+    """The MER term of one training run; a search overrides these per trial."""
+
+    weight: float = 3.0
+    """lambda, the weight of the summed per-modality entropy losses; 0 trains the host method alone."""
+    estimator: str = "logdet"
+    """Entropy estimator (a name in merdg.entropy.ESTIMATORS)."""
+    estimator_params: dict[str, float] = field(default_factory=dict)
+    """Keyword parameters of the estimator; empty uses its defaults."""
+
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0, "mer.weight", f"{self.weight} < 0")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the MER term is added to the loss."""
+        return self.weight > 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the Ray Train worker group of one trial."""
+
+    method: str = "fusion"
+    """Host method whose loss MER is added to."""
+    epochs: int = 6
+    """Training epochs per trial (the upper bound of early stopping)."""
+    batch_size: int = 32
+    """Global batch size, split evenly over the workers."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 1e-4
+    """Adam weight decay."""
+    num_workers: int = 2
+    """Ray Train workers (DDP processes) per trial."""
+    use_gpu: bool = False
+    """Give each worker one GPU and use NCCL; otherwise CPU workers with gloo."""
+    cpus_per_worker: float | None = None
+    """CPUs reserved per worker; default: sized from the cluster so that Ray Data keeps one CPU."""
+    seed: int = 0
+    """Seed of model initialisation and batch order."""
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", f"{self.epochs} < 1")
+        _require(self.num_workers >= 1, "train.num_workers", f"{self.num_workers} < 1")
+        _require(
+            self.batch_size >= self.num_workers,
+            "train.batch_size",
+            f"{self.batch_size} is smaller than --train.num_workers={self.num_workers}",
+        )
+        _require(self.lr > 0, "train.lr", f"{self.lr} <= 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", f"{self.weight_decay} < 0")
+        if self.cpus_per_worker is not None:
+            _require(self.cpus_per_worker > 0, "train.cpus_per_worker", f"{self.cpus_per_worker} <= 0")
+
+
+@dataclass
+class TuneConfig:
+    """The search over MER's hyperparameters for each target domain."""
+
+    space: Path = Path("tune_spaces/default.yaml")
+    """Search space YAML (lambda, estimator and the estimator's own parameters)."""
+    num_trials: int = 4
+    """Optuna trials per target domain."""
+    targets: list[str] | None = None
+    """Target domains to run (leave-one-domain-out); default: every domain in turn."""
+    grace_period: int = 2
+    """Epochs every trial runs before ASHA may stop it."""
+    reduction_factor: int = 2
+    """ASHA keeps the top 1/reduction_factor of trials at each rung."""
+    max_concurrent_trials: int = 1
+    """Trials run at the same time."""
+    selection: str = "source_val"
+    """Model selection: 'source_val' (held-out source-domain data) or 'oracle' (target data, labeled so)."""
+    seed: int = 0
+    """Seed of the Optuna sampler."""
+
+    def __post_init__(self) -> None:
+        self.space = Path(self.space)
+        _require(self.num_trials >= 1, "tune.num_trials", f"{self.num_trials} < 1")
+        _require(self.grace_period >= 1, "tune.grace_period", f"{self.grace_period} < 1")
+        _require(self.reduction_factor >= 2, "tune.reduction_factor", f"{self.reduction_factor} < 2")
+        _require(self.max_concurrent_trials >= 1, "tune.max_concurrent_trials", f"{self.max_concurrent_trials} < 1")
+
+
+@dataclass
+class TrackingConfig:
+    """Where metrics, parameters and result tables are logged (MLflow)."""
+
+    tracking_uri: str | None = None
+    """MLflow tracking URI, for example http://127.0.0.1:5000; default: a SQLite store in --output_dir."""
+    experiment: str = "merdg"
+    """MLflow experiment name."""
+
+
+@dataclass
+class JobConfig:
+    """A whole MER-DG job: data, model, training, tuning and tracking."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mer: MERConfig = field(default_factory=MERConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output_dir: Path = Path("merdg_runs")
+    """Folder for Ray Tune results, checkpoints and the default MLflow store."""
+    ray_address: str | None = None
+    """Address of a running Ray cluster ('auto' inside one); default: start a local Ray instance."""
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the resolved configuration as plain YAML/JSON-serialisable data."""
+        return _plain(dataclasses.asdict(self))
+
+    def fingerprint(self) -> str:
+        """Return a short hash of the resolved configuration, used to name runs."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
