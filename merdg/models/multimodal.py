@@ -1,0 +1,64 @@
+"""The multimodal model: one encoder per active modality, optional MER projectors, a fusion head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from merdg.config import ModelConfig
+from merdg.models.encoders import DEFAULT_ENCODERS, build_encoder
+from merdg.models.heads import FusionHead, Projector
+
+
+@dataclass
+class ModelOutput:
+    """Embeddings (B, embed_dim) and projections (B, projection_dim) keyed by modality, and logits (B, C)."""
+
+    embeddings: dict[str, torch.Tensor]
+    projections: dict[str, torch.Tensor]
+    logits: torch.Tensor
+
+
+class MultimodalModel(nn.Module):
+    """Encodes each active modality, concatenates the embeddings in modality order and classifies.
+
+    Projectors are built only when ``with_projectors`` is set, because parameters that receive no
+    gradient break DDP's gradient synchronisation.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        num_classes: int,
+        config: ModelConfig,
+        *,
+        with_projectors: bool,
+        encoders: Mapping[str, str] | None = None,
+    ):
+        super().__init__()
+        if not modalities:
+            raise ValueError("the model needs at least one modality")
+        self.modalities = list(modalities)
+        names = {**DEFAULT_ENCODERS, **(encoders or {})}
+        self.encoders = nn.ModuleDict(
+            {m: build_encoder(names[m], embed_dim=config.embed_dim, width=config.width) for m in self.modalities}
+        )
+        self.projectors = nn.ModuleDict()
+        if with_projectors:
+            for m in self.modalities:
+                self.projectors[m] = Projector(config.embed_dim, config.projector_hidden, config.projection_dim)
+        self.head = FusionHead(
+            config.embed_dim * len(self.modalities), config.fusion_hidden, num_classes, config.dropout
+        )
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> ModelOutput:
+        missing = [m for m in self.modalities if m not in inputs]
+        if missing:
+            raise KeyError(f"model input lacks modalities {missing}; got {sorted(inputs)}")
+        embeddings = {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        projections = {m: projector(embeddings[m]) for m, projector in self.projectors.items()}
+        logits = self.head(torch.cat([embeddings[m] for m in self.modalities], dim=1))
+        return ModelOutput(embeddings=embeddings, projections=projections, logits=logits)

@@ -1,0 +1,78 @@
+"""Multimodal model, encoders, and the Fusion host method on every modality subset."""
+
+import itertools
+
+import pytest
+import torch
+
+from merdg.config import ModelConfig
+from merdg.methods import HOST_METHODS, build_method
+from merdg.models import ENCODERS, MultimodalModel, build_encoder
+
+SUBSETS = [list(c) for r in (1, 2, 3) for c in itertools.combinations(("video", "audio", "flow"), r)]
+
+
+def make_inputs(modalities, batch=4, frames=8, size=32, spectrogram=(129, 124)):
+    generator = torch.Generator().manual_seed(0)
+    shapes = {
+        "video": (batch, 3, frames, size, size),
+        "flow": (batch, 2, frames, size, size),
+        "audio": (batch, 1, *spectrogram),
+    }
+    return {m: torch.randn(*shapes[m], generator=generator) for m in modalities}
+
+
+@pytest.mark.parametrize("modalities", SUBSETS, ids="+".join)
+def test_model_shapes_for_every_subset(modalities):
+    config = ModelConfig(embed_dim=24, width=4, projector_hidden=32, projection_dim=16)
+    model = MultimodalModel(modalities, num_classes=5, config=config, with_projectors=True)
+    output = model(make_inputs(modalities))
+    assert output.logits.shape == (4, 5)
+    assert set(output.embeddings) == set(modalities)
+    assert all(e.shape == (4, 24) for e in output.embeddings.values())
+    assert all(p.shape == (4, 16) for p in output.projections.values())
+
+
+def test_model_without_projectors_has_no_projection_parameters():
+    model = MultimodalModel(["video", "audio"], 3, ModelConfig(width=4), with_projectors=False)
+    assert len(model.projectors) == 0
+    assert not any(name.startswith("projectors") for name, _ in model.named_parameters())
+
+
+def test_model_rejects_missing_modality_and_empty_set():
+    model = MultimodalModel(["video", "audio"], 3, ModelConfig(width=4), with_projectors=False)
+    with pytest.raises(KeyError, match="lacks modalities"):
+        model(make_inputs(["video"]))
+    with pytest.raises(ValueError, match="at least one modality"):
+        MultimodalModel([], 3, ModelConfig(), with_projectors=False)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_every_registered_encoder_embeds(name):
+    encoder = build_encoder(name, embed_dim=10, width=4)
+    modality = name.split("_")[0]
+    output = encoder(make_inputs([modality], batch=2)[modality])
+    assert output.shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", sorted(HOST_METHODS))
+@pytest.mark.parametrize("modalities", SUBSETS, ids="+".join)
+def test_host_method_terms_lower_with_training(name, modalities):
+    torch.manual_seed(0)
+    config = ModelConfig(embed_dim=16, width=4, projector_hidden=16, projection_dim=8, dropout=0.0)
+    model = MultimodalModel(modalities, num_classes=3, config=config, with_projectors=True)
+    method = build_method(name)
+    inputs = make_inputs(modalities, batch=6)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        terms = method.loss_terms(model(inputs), labels)
+        loss = torch.stack(list(terms.values())).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    features = method.entropy_features(model(inputs))
+    assert set(features) == set(modalities)
