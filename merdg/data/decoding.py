@@ -1,0 +1,679 @@
+"""Decode one clip's video, audio and optical flow into fixed-shape arrays with PyAV.
+
+Every function here raises ``ClipDecodeError(path, reason)`` when a file cannot give a complete
+clip: it never returns a partial or zero-filled array in place of real data.
+
+Frames are sampled as mmaction2 1.x ``SampleFrames(test_mode=True, num_clips=1)`` samples them:
+for a span of ``N`` frames and a window of ``L = (num_frames - 1) * frame_stride + 1`` frames,
+the window starts at ``max(N - L, 0) // 2`` and indices past the span wrap around modulo ``N``.
+
+Audio follows the recipe of the official MER-DG code: cut the span from the mono track at
+``sample_rate``, keep the first ``num_samples`` samples and tile a shorter cut, clip to [-1, 1],
+then ``scipy.signal.spectrogram``, ``log(S + 1e-7)`` and a per-clip z-score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import av
+import av.error
+import numpy as np
+import scipy.signal
+
+from merdg.config import AudioDecodeConfig, DataConfig, FlowDecodeConfig, VideoDecodeConfig
+from merdg.data.clips import Clip, ClipDecodeError
+
+logger = logging.getLogger(__name__)
+
+LOG_EPSILON = 1e-7
+"""Added to the power spectrogram before the log."""
+ZSCORE_EPSILON = 1e-9
+"""Added to the standard deviation of the log spectrogram before dividing."""
+IMAGE2_DEFAULT_RATE = 25.0
+"""Frame rate (Hz) of an image sequence when none is given, the image2 demuxer's default."""
+
+# A stream whose decoded frames stop more than this many seconds (or 3 frame periods, whichever
+# is larger) before the duration its container declares is reported as truncated.
+_TRUNCATION_TOLERANCE_S = 0.5
+
+# Audio spans are decoded from this long before ``start``: the first frames after a seek (and
+# the resampler's start-up) can be inexact, and this keeps them out of the span.
+_AUDIO_SEEK_MARGIN_S = 0.5
+
+_SEQUENCE_FIELD = re.compile(r"%(0?)(\d*)d")
+_PYAV_ERRORS = (av.error.FFmpegError, OSError)
+
+
+# ----------------------------------------------------------------------------------------------
+# Frame index sampling
+
+
+def sample_frame_indices(num_available: int, num_frames: int, stride: int) -> list[int]:
+    """Return the indices of ``num_frames`` frames at ``stride`` around the centre of a span.
+
+    ``num_available`` is the number of frames in the span. Indices wrap around (modulo
+    ``num_available``) when the window is longer than the span.
+    """
+    if num_available < 1:
+        raise ValueError(f"num_available={num_available} < 1")
+    window = (num_frames - 1) * stride + 1
+    first = max(num_available - window, 0) // 2
+    return [(first + k * stride) % num_available for k in range(num_frames)]
+
+
+def _candidate_indices(estimate: int | None, num_frames: int, stride: int) -> set[int]:
+    # The decoded frame count can differ from the header's count by a frame or two (opencv's
+    # box.mp4 declares 456 frames and decodes 455), so frames for nearby counts are kept too.
+    if not estimate:
+        return set()
+    candidates: set[int] = set()
+    for count in range(max(1, estimate - 3), estimate + 4):
+        candidates.update(sample_frame_indices(count, num_frames, stride))
+    return candidates
+
+
+# ----------------------------------------------------------------------------------------------
+# Opening media
+
+
+def _is_sequence_pattern(path: str) -> bool:
+    return _SEQUENCE_FIELD.search(os.path.basename(path)) is not None and not os.path.isfile(path)
+
+
+@dataclass(frozen=True)
+class _SequenceInfo:
+    first_index: int
+    num_files: int
+
+
+def _scan_sequence(pattern: str) -> _SequenceInfo:
+    """Find the first index and the number of files of an image-sequence pattern on disk."""
+    folder, name = os.path.split(pattern)
+    match = _SEQUENCE_FIELD.search(name)
+    assert match is not None
+    prefix, suffix = name[: match.start()], name[match.end() :]
+    width = int(match.group(2)) if match.group(2) else 0
+    digits = rf"(\d{{{width}}})" if match.group(1) and width else r"(\d+)"
+    file_regex = re.compile(re.escape(prefix) + digits + re.escape(suffix) + r"\Z")
+
+    try:
+        entries = os.listdir(folder or ".")
+    except FileNotFoundError:
+        raise ClipDecodeError(pattern, f"file not found: folder {folder} does not exist") from None
+    except OSError as exc:
+        raise ClipDecodeError(pattern, f"cannot list the image-sequence folder: {exc}") from None
+
+    indices = sorted(int(m.group(1)) for m in map(file_regex.match, entries) if m)
+    if not indices:
+        raise ClipDecodeError(pattern, "file not found: no image on disk matches the sequence pattern")
+
+    first, last = indices[0], indices[-1]
+    if last - first + 1 != len(indices):
+        present = set(indices)
+        missing = next(i for i in range(first, last + 1) if i not in present)
+        raise ClipDecodeError(
+            pattern,
+            f"image sequence has a gap: frame {pattern % missing} is missing "
+            f"({len(indices)} frames found between indices {first} and {last})",
+        )
+    return _SequenceInfo(first_index=first, num_files=len(indices))
+
+
+def _open_file(path: str) -> av.container.InputContainer:
+    """Open a media file, raising ClipDecodeError when it is missing, empty or unreadable."""
+    if not os.path.isfile(path):
+        raise ClipDecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise ClipDecodeError(path, "undecodable file: the file is empty (0 bytes)")
+    try:
+        return av.open(path)
+    except _PYAV_ERRORS as exc:
+        raise ClipDecodeError(path, f"undecodable file: {exc}") from None
+
+
+def _container_start(container: av.container.InputContainer) -> float:
+    """Return the container's first timestamp in seconds; clip spans are relative to it."""
+    return container.start_time / av.time_base if container.start_time is not None else 0.0
+
+
+def _declared_end(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    """Return the stream's end in seconds from the container start, as its header declares it."""
+    candidates = []
+    if stream.duration is not None and stream.time_base is not None:
+        stream_start = stream.start_time if stream.start_time is not None else 0
+        candidates.append(float((stream_start + stream.duration) * stream.time_base) - _container_start(container))
+    if container.format.name == "avi" and stream.type == "video" and stream.frames and stream.average_rate:
+        # The AVI demuxer shortens the durations of a truncated file to the data present, but
+        # the header's frame count stays. (In mp4 the frame count can include frames that an
+        # edit list drops, so it is not used there.)
+        candidates.append(stream.frames / float(stream.average_rate))
+    if not candidates and container.duration is not None:
+        candidates.append(container.duration / av.time_base)
+    return max(candidates) if candidates else None
+
+
+def _check_span(path: str, start: float | None, end: float | None) -> None:
+    if start is not None and start < 0:
+        raise ClipDecodeError(path, f"invalid span: start={start} s is negative")
+    if start is not None and end is not None and end <= start:
+        raise ClipDecodeError(path, f"invalid span: end={end} s is not after start={start} s")
+
+
+def _seek(container: av.container.InputContainer, stream: av.stream.Stream, seconds: float) -> None:
+    """Seek to the last keyframe at or before ``seconds`` (container time)."""
+    if seconds <= 0:
+        return
+    target = int((seconds + _container_start(container)) / stream.time_base)
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Video and flow frames
+
+
+def _frame_time(frame: av.VideoFrame | av.AudioFrame, container_start: float) -> float | None:
+    return None if frame.time is None else frame.time - container_start
+
+
+def _iter_span_frames(
+    path: str,
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    start: float | None,
+    end: float | None,
+) -> Iterator[tuple[av.VideoFrame, float | None]]:
+    """Yield the decoded frames whose timestamps fall in [start, end), with their times."""
+    container_start = _container_start(container)
+    if start is not None:
+        _seek(container, stream, start)
+    for frame in container.decode(stream):
+        time = _frame_time(frame, container_start)
+        if time is None and (start is not None or end is not None):
+            raise ClipDecodeError(path, "frames carry no timestamps, so the clip's time span cannot be cut")
+        if start is not None and time < start:
+            continue
+        if end is not None and time >= end:
+            break
+        yield frame, time
+
+
+def _resize_and_crop(frame: av.VideoFrame, size: int, pixel_format: str) -> np.ndarray:
+    """Resize the short side to ``size`` with swscale, then crop the centre ``size`` square."""
+    width, height = frame.width, frame.height
+    if width <= height:
+        new_width, new_height = size, max(size, round(height * size / width))
+    else:
+        new_width, new_height = max(size, round(width * size / height)), size
+    image = frame.reformat(width=new_width, height=new_height, format=pixel_format, interpolation="BILINEAR")
+    array = image.to_ndarray()
+    top = (new_height - size) // 2
+    left = (new_width - size) // 2
+    return np.ascontiguousarray(array[top : top + size, left : left + size])
+
+
+@dataclass
+class _SampledFrames:
+    frames: list[np.ndarray]
+    num_available: int
+
+
+def _decode_pass(
+    path: str,
+    start: float | None,
+    end: float | None,
+    keep: set[int],
+    convert: Callable[[av.VideoFrame], np.ndarray],
+) -> tuple[dict[int, np.ndarray], int]:
+    """Decode a span of a video file once, converting the frames whose span index is in ``keep``.
+
+    Returns the converted frames by span index and the number of frames in the span.
+    """
+    container = _open_file(path)
+    try:
+        if not container.streams.video:
+            raise ClipDecodeError(path, "no video stream")
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+
+        converted: dict[int, np.ndarray] = {}
+        count = 0
+        last_time = None
+        for frame, time in _iter_span_frames(path, container, stream, start, end):
+            if count in keep:
+                converted[count] = convert(frame)
+            count += 1
+            last_time = time
+
+        if count:
+            _check_not_truncated(path, container, stream, start, end, last_time)
+        return converted, count
+    except _PYAV_ERRORS as exc:
+        raise ClipDecodeError(path, f"undecodable or truncated file: {exc}") from None
+    finally:
+        container.close()
+
+
+def _check_not_truncated(
+    path: str,
+    container: av.container.InputContainer,
+    stream: av.stream.Stream,
+    start: float | None,
+    end: float | None,
+    last_time: float | None,
+) -> None:
+    """Raise when decoding stopped well before the span's end that the header declares.
+
+    NOTE: a cut that loses less than the tolerance (0.5 s, or 3 frame periods) at the end of a
+    stream is not detected.
+    """
+    declared = _declared_end(container, stream)
+    if declared is None or last_time is None:
+        return
+    expected = declared if end is None else min(end, declared)
+    if start is not None and expected <= start:
+        return
+    frame_period = 1.0 / float(stream.average_rate) if getattr(stream, "average_rate", None) else 0.0
+    tolerance = max(_TRUNCATION_TOLERANCE_S, 3 * frame_period)
+    if last_time < expected - tolerance:
+        raise ClipDecodeError(
+            path,
+            f"truncated file: decoding stopped at {last_time:.2f} s but the {stream.type} stream "
+            f"declares data up to {expected:.2f} s",
+        )
+
+
+def _estimate_span_frames(path: str, start: float | None, end: float | None) -> int | None:
+    """Estimate the number of frames in the span from the file header, without decoding."""
+    container = _open_file(path)
+    try:
+        if not container.streams.video:
+            raise ClipDecodeError(path, "no video stream")
+        stream = container.streams.video[0]
+        if not stream.average_rate:
+            if start is None and end is None:
+                return stream.frames or None
+            return None
+        rate = float(stream.average_rate)
+        total = stream.frames or None
+        if total is None:
+            declared = _declared_end(container, stream)
+            total = round(declared * rate) if declared else None
+        if start is None and end is None:
+            return total
+        span_end = end
+        if total is not None:
+            span_end = total / rate if span_end is None else min(span_end, total / rate)
+        if span_end is None:
+            return None
+        return max(0, round((span_end - (start or 0.0)) * rate))
+    finally:
+        container.close()
+
+
+def _decode_sampled_frames(
+    path: str,
+    num_frames: int,
+    stride: int,
+    start: float | None,
+    end: float | None,
+    convert: Callable[[av.VideoFrame], np.ndarray],
+    sequence_rate: float | None = None,
+) -> _SampledFrames:
+    """Decode a span and return the centre-sampled frames (converted) and the span length."""
+    _check_span(path, start, end)
+    if _is_sequence_pattern(path):
+        return _decode_sequence_frames(path, num_frames, stride, start, end, convert, sequence_rate)
+    return _decode_file_frames(path, num_frames, stride, start, end, convert)
+
+
+def _decode_file_frames(
+    path: str,
+    num_frames: int,
+    stride: int,
+    start: float | None,
+    end: float | None,
+    convert: Callable[[av.VideoFrame], np.ndarray],
+) -> _SampledFrames:
+    """Sample the frames of a video file's span.
+
+    One decoding pass converts the frames the sampling would pick for frame counts near the
+    header's estimate. A second pass runs only when the decoded count falls outside that range.
+    """
+    estimate = _estimate_span_frames(path, start, end)
+    converted, count = _decode_pass(path, start, end, _candidate_indices(estimate, num_frames, stride), convert)
+    if count == 0:
+        where = "in the file" if start is None and end is None else f"in the span [{start}, {end}) s"
+        raise ClipDecodeError(path, f"zero decodable frames {where}")
+
+    indices = sample_frame_indices(count, num_frames, stride)
+    if not set(indices) <= converted.keys():
+        logger.debug("%s: %d frames decoded, header estimate %s; decoding a second time", path, count, estimate)
+        converted, recount = _decode_pass(path, start, end, set(indices), convert)
+        if recount != count:
+            raise ClipDecodeError(path, f"undecodable file: {count} frames on the first pass, {recount} on the second")
+    return _SampledFrames(frames=[converted[i] for i in indices], num_available=count)
+
+
+def _decode_sequence_frames(
+    pattern: str,
+    num_frames: int,
+    stride: int,
+    start: float | None,
+    end: float | None,
+    convert: Callable[[av.VideoFrame], np.ndarray],
+    sequence_rate: float | None,
+) -> _SampledFrames:
+    """Sample the images of an image sequence's span, reading only the images up to the last one needed.
+
+    Image ``k`` (counted from the first image on disk) lies at ``k / rate`` seconds, so the span
+    [start, end) is the images ``ceil(start * rate)`` to ``ceil(end * rate) - 1``.
+    """
+    info = _scan_sequence(pattern)
+    rate = sequence_rate or IMAGE2_DEFAULT_RATE
+    first = 0 if start is None else math.ceil(start * rate - 1e-6)
+    stop = info.num_files if end is None else min(info.num_files, math.ceil(end * rate - 1e-6))
+    count = stop - first
+    if count <= 0:
+        raise ClipDecodeError(
+            pattern, f"zero decodable frames in the span [{start}, {end}) s ({info.num_files} images at {rate} Hz)"
+        )
+
+    indices = sample_frame_indices(count, num_frames, stride)
+    wanted = set(indices)
+    needed = max(indices) + 1
+    options = {"start_number": str(info.first_index + first), "pattern_type": "sequence"}
+    converted: dict[int, np.ndarray] = {}
+    try:
+        with av.open(pattern, format="image2", options=options) as container:
+            for position, frame in enumerate(container.decode(video=0)):
+                if position >= needed:
+                    break
+                if position in wanted:
+                    converted[position] = convert(frame)
+    except _PYAV_ERRORS as exc:
+        raise ClipDecodeError(pattern, f"undecodable image sequence: {exc}") from None
+    if len(converted) < len(wanted):
+        raise ClipDecodeError(
+            pattern, f"undecodable image sequence: {len(converted)} of the {len(wanted)} sampled images decoded"
+        )
+    return _SampledFrames(frames=[converted[i] for i in indices], num_available=count)
+
+
+def decode_video(
+    path: str | os.PathLike,
+    cfg: VideoDecodeConfig,
+    start: float | None = None,
+    end: float | None = None,
+) -> np.ndarray:
+    """Decode ``cfg.num_frames`` RGB frames sampled around the centre of a clip's span.
+
+    ``start`` and ``end`` are seconds from the start of the file. The span is [start, end),
+    the whole file when both are None. Frames are resized so the short side is
+    ``cfg.frame_size`` and centre-cropped.
+
+    Returns:
+        uint8 array of shape (num_frames, frame_size, frame_size, 3).
+    """
+    size = cfg.frame_size
+    sampled = _decode_sampled_frames(
+        os.fspath(path),
+        cfg.num_frames,
+        cfg.frame_stride,
+        start,
+        end,
+        lambda frame: _resize_and_crop(frame, size, "rgb24"),
+    )
+    return np.stack(sampled.frames).astype(np.uint8, copy=False)
+
+
+def decode_flow(
+    x_path: str | os.PathLike,
+    y_path: str | os.PathLike,
+    cfg: FlowDecodeConfig,
+    start: float | None = None,
+    end: float | None = None,
+    *,
+    sequence_rate: float | None = None,
+) -> np.ndarray:
+    """Decode stored optical flow (x and y components) into a 2-channel clip.
+
+    Each path is a grayscale video (128 is zero flow) or an image-sequence pattern such as
+    ``.../x_%05d.jpg``, whose first index is found on disk. The two components are sampled like
+    video frames and must have the same number of frames in the span. ``sequence_rate`` is the
+    frame rate (Hz) that converts ``start`` and ``end`` to image indices, and None means 25 Hz
+    (the image2 demuxer's default).
+
+    Returns:
+        uint8 array of shape (num_frames, frame_size, frame_size, 2), x then y on the last axis.
+    """
+    x_path, y_path = os.fspath(x_path), os.fspath(y_path)
+    size = cfg.frame_size
+
+    def to_gray(frame: av.VideoFrame) -> np.ndarray:
+        return _resize_and_crop(frame, size, "gray")
+
+    x = _decode_sampled_frames(x_path, cfg.num_frames, cfg.frame_stride, start, end, to_gray, sequence_rate)
+    y = _decode_sampled_frames(y_path, cfg.num_frames, cfg.frame_stride, start, end, to_gray, sequence_rate)
+    if x.num_available != y.num_available:
+        raise ClipDecodeError(
+            y_path,
+            f"flow frame counts differ: x has {x.num_available} frames ({x_path}), "
+            f"y has {y.num_available} in the same span",
+        )
+    return np.stack([np.stack(x.frames), np.stack(y.frames)], axis=-1).astype(np.uint8, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio
+
+
+def load_audio_samples(
+    path: str | os.PathLike,
+    sample_rate: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> np.ndarray:
+    """Decode the first audio stream's span as mono float32 samples at ``sample_rate``.
+
+    Resampling and the down-mix use PyAV's ``AudioResampler`` (libswresample), which mixes
+    stereo as (left + right) / sqrt(2), so samples can exceed 1. The span is cut by sample
+    index, ``int(start * sample_rate)`` to ``int(end * sample_rate)``, counted from the start of
+    the file, as the official loader cuts its 16 kHz wav. A span is decoded from a seek point
+    ``_AUDIO_SEEK_MARGIN_S`` before ``start``, with the input trimmed so that the output samples
+    fall on the same grid as a decode of the whole file.
+
+    NOTE: positions after a seek come from the frame timestamps. In a file whose audio
+    timestamps jitter (opencv's box.mp4 is one), a span cut after a seek is off by that jitter,
+    so it differs from the same span cut from a whole-file decode.
+    """
+    path = os.fspath(path)
+    _check_span(path, start, end)
+    container = _open_file(path)
+    try:
+        if not container.streams.audio:
+            raise ClipDecodeError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        if start is not None:
+            _seek(container, stream, start - _AUDIO_SEEK_MARGIN_S)
+        samples, offset = _resample_stream(path, container, stream, sample_rate, start, end)
+    except _PYAV_ERRORS as exc:
+        raise ClipDecodeError(path, f"undecodable or truncated file: {exc}") from None
+    finally:
+        container.close()
+
+    first = max(0, int(start * sample_rate) - offset) if start is not None else 0
+    last = int(end * sample_rate) - offset if end is not None else len(samples)
+    samples = samples[first : max(first, last)]
+    if samples.size == 0:
+        raise ClipDecodeError(path, f"zero decodable audio samples in the span [{start}, {end}) s")
+    return samples
+
+
+def _resample_stream(
+    path: str,
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    sample_rate: int,
+    start: float | None,
+    end: float | None,
+) -> tuple[np.ndarray, int]:
+    """Decode and resample from the current position until past ``end``.
+
+    Returns the mono samples and the index of the first one on the output grid of the file.
+    """
+    container_start = _container_start(container)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    offset: int | None = None
+    last_time: float | None = None
+    reached_end = False
+
+    for frame in container.decode(stream):
+        time = _frame_time(frame, container_start)
+        last_time = time
+        if offset is None:
+            # Output sample k lies at input sample k * in_rate / out_rate. Starting the resampler
+            # on an input index that is a multiple of in_rate / gcd keeps that map integral.
+            in_rate = frame.sample_rate
+            first_input = round(time * in_rate) if time is not None else 0
+            step = in_rate // math.gcd(in_rate, sample_rate)
+            skip = (-first_input) % step
+            if skip >= frame.samples:
+                continue
+            if skip:
+                frame = _drop_leading_samples(frame, skip)
+            offset = (first_input + skip) * sample_rate // in_rate
+        chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+        if end is not None and time is not None and time > end:
+            reached_end = True
+            break
+    chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+
+    if not reached_end and last_time is not None:
+        _check_not_truncated(path, container, stream, start, end, last_time)
+    if not chunks:
+        raise ClipDecodeError(path, "zero decodable audio samples in the file")
+    return np.concatenate(chunks).astype(np.float32, copy=False), offset or 0
+
+
+def _drop_leading_samples(frame: av.AudioFrame, count: int) -> av.AudioFrame:
+    """Return a copy of an audio frame without its first ``count`` samples."""
+    array = frame.to_ndarray()
+    if frame.format.is_planar:
+        array = array[:, count:]
+    else:
+        channels = len(frame.layout.channels)
+        array = array[:, count * channels :]
+    trimmed = av.AudioFrame.from_ndarray(np.ascontiguousarray(array), format=frame.format.name, layout=frame.layout.name)
+    trimmed.sample_rate = frame.sample_rate
+    trimmed.time_base = frame.time_base
+    if frame.pts is not None and frame.time_base is not None:
+        trimmed.pts = frame.pts + round(count / frame.sample_rate / frame.time_base)
+    return trimmed
+
+
+def log_spectrogram(samples: np.ndarray, cfg: AudioDecodeConfig, path: str = "") -> np.ndarray:
+    """Compute the z-scored log spectrogram of mono samples with the MER-DG recipe.
+
+    Keeps the first ``cfg.num_samples`` samples (tiling a shorter input), clips to [-1, 1], then
+    ``scipy.signal.spectrogram(x, cfg.sample_rate, nperseg, noverlap)`` with scipy's other
+    defaults, ``log(S + 1e-7)`` and ``(x - mean) / (std + 1e-9)``. Computed in float64.
+
+    Raises:
+        ClipDecodeError: the samples are all zero (a silent track has no spectrum to z-score).
+
+    Returns:
+        float32 array of shape ``cfg.spectrogram_shape``.
+    """
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1)
+    if samples.size == 0:
+        raise ClipDecodeError(path, "zero decodable audio samples")
+    if not np.any(samples):
+        raise ClipDecodeError(path, "silent audio track: every sample in the span is zero")
+
+    repeats = math.ceil(cfg.num_samples / samples.size)
+    samples = np.tile(samples, repeats)[: cfg.num_samples]
+    samples = np.clip(samples, -1.0, 1.0)
+
+    _, _, power = scipy.signal.spectrogram(samples, cfg.sample_rate, nperseg=cfg.nperseg, noverlap=cfg.noverlap)
+    log_power = np.log(power + LOG_EPSILON)
+    normalized = (log_power - log_power.mean()) / (log_power.std() + ZSCORE_EPSILON)
+
+    if normalized.shape != cfg.spectrogram_shape:
+        raise ClipDecodeError(path, f"spectrogram shape {normalized.shape} differs from {cfg.spectrogram_shape}")
+    return normalized.astype(np.float32)
+
+
+def decode_audio(
+    path: str | os.PathLike,
+    cfg: AudioDecodeConfig,
+    start: float | None = None,
+    end: float | None = None,
+) -> np.ndarray:
+    """Decode a file's audio track into the z-scored log spectrogram of its span.
+
+    ``path`` is a wav or any container with an audio stream (the track of an mp4 or avi).
+
+    Returns:
+        float32 array of shape ``cfg.spectrogram_shape`` (frequency bins, time frames).
+    """
+    samples = load_audio_samples(path, cfg.sample_rate, start, end)
+    return log_spectrogram(samples, cfg, os.fspath(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Clips
+
+
+def decode_clip(clip: Clip, modalities: Sequence[str], cfg: DataConfig) -> dict[str, np.ndarray]:
+    """Decode the requested modalities of one clip, keyed by modality name.
+
+    Raises:
+        ClipDecodeError: a modality has no path in the clip, or its file cannot be decoded.
+    """
+    decoded: dict[str, np.ndarray] = {}
+    for modality in modalities:
+        if modality == "video":
+            if not clip.video:
+                raise ClipDecodeError(clip.clip_id, "video requested but the clip has no video path")
+            decoded["video"] = decode_video(clip.video, cfg.video, clip.start, clip.end)
+        elif modality == "audio":
+            if not clip.audio:
+                raise ClipDecodeError(clip.clip_id, "audio requested but the clip has no audio path")
+            decoded["audio"] = decode_audio(clip.audio, cfg.audio, clip.start, clip.end)
+        elif modality == "flow":
+            if not clip.flow_x or not clip.flow_y:
+                raise ClipDecodeError(clip.clip_id, "flow requested but the clip lacks a flow_x or flow_y path")
+            decoded["flow"] = decode_flow(clip.flow_x, clip.flow_y, cfg.flow, clip.start, clip.end)
+        else:
+            raise ValueError(f"unknown modality {modality!r}; choose from video, audio, flow")
+    return decoded
+
+
+def output_shapes(modalities: Sequence[str], cfg: DataConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Return the array shape and dtype ``decode_clip`` produces for each modality."""
+    shapes = {
+        "video": ((cfg.video.num_frames, cfg.video.frame_size, cfg.video.frame_size, 3), np.dtype(np.uint8)),
+        "audio": (tuple(cfg.audio.spectrogram_shape), np.dtype(np.float32)),
+        "flow": ((cfg.flow.num_frames, cfg.flow.frame_size, cfg.flow.frame_size, 2), np.dtype(np.uint8)),
+    }
+    return {modality: shapes[modality] for modality in modalities}
+
+
+__all__ = [
+    "decode_audio",
+    "decode_clip",
+    "decode_flow",
+    "decode_video",
+    "load_audio_samples",
+    "log_spectrogram",
+    "output_shapes",
+    "sample_frame_indices",
+]
+
