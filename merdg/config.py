@@ -4,9 +4,9 @@ Every field has a default and a one-line docstring; the entry points in ``pipeli
 dataclasses into command-line flags and YAML keys (``--train.epochs 5`` or ``train: {epochs: 5}``).
 Each ``__post_init__`` validates its own fields and names the flag in its error message.
 
-The defaults are the embedded benchmark's small CPU sizes, not the paper's: the paper's clip
-sizes (RGB 32 frames at stride 2 and 224 pixels, flow 8 frames at stride 4, audio 160000 samples
-with a 512-sample window and 353 overlap) are set by a config file.
+The defaults are the embedded benchmark's small CPU sizes. The MER-DG paper's clip sizes (RGB 32
+frames at stride 2 and 224 pixels, flow 8 frames at stride 4, audio 160000 samples with a
+512-sample window and 353 overlap) are set by a config file such as ``configs/hac.yaml``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class VideoDecodeConfig:
-    """How RGB frames are sampled from a clip and stored in the decode cache."""
+    """Sampling of RGB frames from a clip into the decode cache."""
 
     num_frames: int = 8
     """Frames per clip, taken around the centre of the clip's time span."""
@@ -59,7 +59,7 @@ class VideoDecodeConfig:
 
 @dataclass
 class AudioDecodeConfig:
-    """How audio becomes a log spectrogram (``scipy.signal.spectrogram``, then ``log(S + 1e-7)``)."""
+    """Conversion of audio to a log spectrogram (``scipy.signal.spectrogram``, then ``log(S + 1e-7)``)."""
 
     sample_rate: int = 16000
     """Rate in Hz the audio is resampled to before the spectrogram."""
@@ -93,7 +93,7 @@ class AudioDecodeConfig:
 
 @dataclass
 class FlowDecodeConfig:
-    """How stored optical flow (x/y videos or u/v JPEG frames) is sampled into 2-channel clips."""
+    """Sampling of stored optical flow (x/y videos or u/v JPEG frames) into 2-channel clips."""
 
     num_frames: int = 8
     """Flow frames per clip, taken around the centre of the clip's time span."""
@@ -125,8 +125,8 @@ class BenchmarkConfig:
     cue_validity: float = 0.9
     """Share of a domain's clips whose cue follows that domain's own cue-to-class mapping."""
     cue_hiding: float = 1.5
-    """Standard deviation of the per-clip offsets that hide the cue in each single modality,
-    in units of the full cue range; the offsets cancel when the modalities are combined."""
+    """Standard deviation of the per-clip offsets that hide the cue in each single modality, in
+    units of the full cue range. The offsets cancel when the modalities are combined."""
     signal_noise: float = 0.6
     """Strength of the per-clip jitter on the class signal (motion direction, pitch); 0 is clean."""
     num_frames: int = 16
@@ -153,11 +153,17 @@ class BenchmarkConfig:
             "data.benchmark.frame_size",
             f"{self.frame_size} must be even and at least 16 (H.264 with 4:2:0 chroma)",
         )
+        _require(self.fps >= 1, "data.benchmark.fps", f"{self.fps} < 1")
+        _require(
+            self.sample_rate >= 16000,
+            "data.benchmark.sample_rate",
+            f"{self.sample_rate} Hz < 16000 (the highest class pitches reach about 5.5 kHz)",
+        )
 
 
 @dataclass
 class DataConfig:
-    """Which dataset is read, which modalities are decoded, and where the caches live."""
+    """Dataset, decoded modalities, decode settings and cache location."""
 
     dataset: str = "benchmark"
     """Dataset reader: 'benchmark' (generated on first use) or 'hac' (a HAC-layout tree at --data.root)."""
@@ -208,7 +214,7 @@ class ModelConfig:
     projector_hidden: int = 256
     """Hidden width of the MER projector (the official code uses 2048)."""
     projection_dim: int = 128
-    """Width of the projection the entropy estimator sees (the official code uses 128)."""
+    """Width of the projection that the entropy estimator regularizes (the official code uses 128)."""
     fusion_hidden: int = 512
     """Hidden width of the fusion head Linear(in, hidden)-ReLU-Dropout-Linear(hidden, classes)."""
     dropout: float = 0.5
@@ -247,9 +253,9 @@ class TrainConfig:
 
     method: str = "fusion"
     """Host method whose loss MER is added to."""
-    epochs: int = 6
+    epochs: int = 10
     """Training epochs per trial (the upper bound of early stopping)."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Global batch size, split evenly over the workers."""
     lr: float = 1e-3
     """Adam learning rate."""
@@ -288,7 +294,7 @@ class TuneConfig:
     """Optuna trials per target domain."""
     targets: list[str] | None = None
     """Target domains to run (leave-one-domain-out); default: every domain in turn."""
-    grace_period: int = 2
+    grace_period: int = 3
     """Epochs every trial runs before ASHA may stop it."""
     reduction_factor: int = 2
     """ASHA keeps the top 1/reduction_factor of trials at each rung."""
@@ -309,7 +315,7 @@ class TuneConfig:
 
 @dataclass
 class TrackingConfig:
-    """Where metrics, parameters and result tables are logged (MLflow)."""
+    """MLflow destination of metrics, parameters and result tables."""
 
     tracking_uri: str | None = None
     """MLflow tracking URI, for example http://127.0.0.1:5000; default: a SQLite store in --output_dir."""
