@@ -1,0 +1,1 @@
+"""Ray Train: the worker loop and the trainer of one training run."""

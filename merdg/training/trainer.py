@@ -1,0 +1,140 @@
+"""Build the Ray Train ``TorchTrainer`` of one training run and its datasets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, DataConfig, LoggingConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from merdg.config import JobConfig, MERConfig
+from merdg.data.pipeline import read_decoded
+from merdg.training.loop import eval_dataset_name, train_loop_per_worker
+
+logger = logging.getLogger(__name__)
+
+DATA_CPU_RESERVE = 1.0
+"""CPUs left free for Ray Data tasks while training workers run."""
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """Resources of one training worker and of a whole trial (its workers plus its driver)."""
+
+    cpus_per_worker: float
+    gpus_per_worker: float
+    trial_driver_cpus: float = 0.01
+
+    def per_trial_cpus(self, num_workers: int) -> float:
+        return self.trial_driver_cpus + num_workers * self.cpus_per_worker
+
+
+def size_workers(job: JobConfig, cluster_cpus: float) -> WorkerResources:
+    """Choose worker resources so that training cannot starve the Ray Data tasks it reads from.
+
+    CPU workers share what is left after ``DATA_CPU_RESERVE`` CPUs, at most 1 CPU each and at
+    least 0.25; on 2 CPUs with 2 workers that gives 0.5 CPU per worker. GPU workers take one GPU
+    and one CPU each. ``--train.cpus_per_worker`` overrides the CPU share.
+    """
+    train = job.train
+    if train.cpus_per_worker is not None:
+        cpus = train.cpus_per_worker
+    elif train.use_gpu:
+        cpus = 1.0
+    else:
+        cpus = min(1.0, max(0.25, (cluster_cpus - DATA_CPU_RESERVE) / train.num_workers))
+    return WorkerResources(cpus_per_worker=cpus, gpus_per_worker=1.0 if train.use_gpu else 0.0)
+
+
+def max_concurrent_trials(job: JobConfig, resources: WorkerResources, cluster_cpus: float) -> int:
+    """Return how many trials may run at once without taking the CPUs reserved for Ray Data."""
+    per_trial = resources.per_trial_cpus(job.train.num_workers)
+    fitting = max(1, int((cluster_cpus - DATA_CPU_RESERVE * 0.5) // per_trial))
+    if job.tune.max_concurrent_trials > fitting:
+        logger.warning(
+            "--tune.max_concurrent_trials=%d does not fit %.1f CPUs (%.2f CPUs per trial); running %d at a time",
+            job.tune.max_concurrent_trials, cluster_cpus, per_trial, fitting,
+        )
+    return min(job.tune.max_concurrent_trials, fitting)
+
+
+def split_exactly(dataset: ray.data.Dataset, num_parts: int) -> list[ray.data.Dataset]:
+    """Split a dataset into ``num_parts`` contiguous parts whose sizes differ by at most one row.
+
+    In Ray 2.60, ``Dataset.split(equal=False)`` splits at block boundaries, so one small cached
+    block goes to one worker, and ``equal=True`` drops rows. Evaluation needs every row once.
+    """
+    materialized = dataset.materialize()
+    count = materialized.count()
+    indices = [round(part * count / num_parts) for part in range(1, num_parts)]
+    return materialized.split_at_indices(indices) if indices else [materialized]
+
+
+def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: JobConfig) -> dict[str, ray.data.Dataset]:
+    """Return the trainer's datasets, materialized: source train lists and per-worker evaluation parts.
+
+    Training reads the source domains' train lists. Validation reads the source domains' test
+    lists; the target is evaluated on its train and test lists together. Each evaluation set is
+    split into one exact part per worker ('val_0', 'val_1', ...); only 'train' is split by Ray.
+    """
+    columns = [*job.data.modalities, "label"]
+    train = read_decoded(cache_path, domains=list(sources), splits=["train"]).select_columns(columns)
+    validation = read_decoded(cache_path, domains=list(sources), splits=["test"]).select_columns(columns)
+    target_set = read_decoded(cache_path, domains=[target], splits=["train", "test"]).select_columns(columns)
+    datasets = {"train": train.materialize()}
+    for split, dataset in (("val", validation), ("target", target_set)):
+        for rank, part in enumerate(split_exactly(dataset, job.train.num_workers)):
+            datasets[eval_dataset_name(split, rank)] = part
+    empty = [name for name, dataset in datasets.items() if name in ("train", "val_0", "target_0") and dataset.count() == 0]
+    if empty:
+        raise ValueError(
+            f"no rows for {empty} with target {target!r} and sources {list(sources)} in the decode cache {cache_path}; "
+            "check --data.domains and the split lists"
+        )
+    return datasets
+
+
+def build_trainer(
+    job: JobConfig,
+    mer: MERConfig,
+    datasets: dict[str, ray.data.Dataset],
+    num_classes: int,
+    resources: WorkerResources,
+    *,
+    name: str,
+    storage_path: Path,
+    callbacks: Sequence[ray.train.UserCallback] = (),
+) -> TorchTrainer:
+    """Return a ``TorchTrainer`` running ``train_loop_per_worker`` with DDP (gloo on CPU, NCCL on GPU).
+
+    Only the 'train' dataset is split by Ray; checkpoints keep the epoch with the best source
+    validation accuracy.
+    """
+    worker = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        worker["GPU"] = resources.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job, "mer": mer, "num_classes": num_classes},
+        scaling_config=ScalingConfig(
+            num_workers=job.train.num_workers, use_gpu=job.train.use_gpu, resources_per_worker=worker
+        ),
+        torch_config=TorchConfig(backend="nccl" if job.train.use_gpu else "gloo"),
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        datasets=datasets,
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(Path(storage_path).resolve()),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="val_acc", checkpoint_score_order="max"
+            ),
+            callbacks=list(callbacks),
+            # Per-report INFO lines from every worker would flood the console of a sweep.
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )

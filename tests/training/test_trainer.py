@@ -1,0 +1,68 @@
+"""Ray Train on CPU: a real 2-worker DDP run over a decode cache, and the resource sizing rules.
+
+Every epoch's report is checked end to end through Ray Tune and MLflow in the pipeline tests;
+here ``Result.metrics`` is the last epoch's report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from merdg.config import BenchmarkConfig, DataConfig, JobConfig, MERConfig, ModelConfig, TrainConfig, TuneConfig
+from merdg.data.datasets import load_dataset
+from merdg.data.pipeline import build_decode_cache
+from merdg.training.trainer import WorkerResources, build_datasets, build_trainer, max_concurrent_trials, size_workers
+
+
+def tiny_job(tmp_path: Path, **train) -> JobConfig:
+    return JobConfig(
+        data=DataConfig(cache_dir=tmp_path / "cache", benchmark=BenchmarkConfig(num_classes=3, clips_per_class=4)),
+        model=ModelConfig(embed_dim=16, width=4, projector_hidden=16, projection_dim=8, fusion_hidden=16),
+        train=TrainConfig(epochs=2, batch_size=8, **train),
+        output_dir=tmp_path / "runs",
+    )
+
+
+@pytest.mark.slow
+def test_ddp_run_exact_eval_counts(tmp_path, ray_local):
+    job = tiny_job(tmp_path)
+    info = load_dataset(job.data)
+    cache = build_decode_cache(info.clips, job.data)
+    target, sources = info.domains[0], info.domains[1:]
+    datasets = build_datasets(cache.path, sources, target, job)
+    expected_val = sum(1 for c in info.clips if c.domain in sources and c.split == "test")
+    expected_target = sum(1 for c in info.clips if c.domain == target)
+    resources = size_workers(job, cluster_cpus=2.0)
+    trainer = build_trainer(job, MERConfig(weight=1.0, estimator="koleo"), datasets, info.num_classes, resources,
+                            name="unit", storage_path=job.output_dir)
+    result = trainer.fit()
+    metrics = result.metrics
+    assert metrics["epoch"] == 2
+    assert metrics["val_count"] == expected_val
+    assert metrics["target_count"] == expected_target
+    assert {"train_ce", "train_mer_video", "train_mer_audio", "train_mer_flow", "train_mer_total"} <= set(metrics)
+    assert result.checkpoint is not None
+
+
+def test_cpu_workers_leave_a_cpu_for_ray_data():
+    job = JobConfig(train=TrainConfig(num_workers=2))
+    resources = size_workers(job, cluster_cpus=2.0)
+    assert resources.cpus_per_worker == 0.5
+    assert resources.gpus_per_worker == 0.0
+    assert max_concurrent_trials(job, resources, cluster_cpus=2.0) == 1
+
+
+def test_gpu_workers_and_cpu_override():
+    gpu = size_workers(JobConfig(train=TrainConfig(use_gpu=True)), cluster_cpus=64.0)
+    assert (gpu.cpus_per_worker, gpu.gpus_per_worker) == (1.0, 1.0)
+    manual = size_workers(JobConfig(train=TrainConfig(cpus_per_worker=3.0)), cluster_cpus=64.0)
+    assert manual.cpus_per_worker == 3.0
+
+
+def test_concurrency_is_capped_by_cpus():
+    job = JobConfig(train=TrainConfig(num_workers=2), tune=TuneConfig(max_concurrent_trials=8))
+    resources = WorkerResources(cpus_per_worker=1.0, gpus_per_worker=0.0)
+    assert max_concurrent_trials(job, resources, cluster_cpus=16.0) == 7
+    assert max_concurrent_trials(job, resources, cluster_cpus=2.0) == 1
