@@ -1,0 +1,160 @@
+"""The main job: decode the dataset once, then search MER's settings for every target domain."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.data
+import yaml
+
+from merdg.config import ConfigError, JobConfig
+from merdg.data.datasets import DatasetInfo, load_dataset
+from merdg.data.pipeline import DecodeCacheResult, build_decode_cache
+from merdg.entropy import ESTIMATORS
+from merdg.methods import HOST_METHODS
+from merdg.selection import SELECTION_METHODS
+from merdg.tracking import Tracker, default_tracking_uri
+from merdg.training.trainer import max_concurrent_trials, size_workers
+from merdg.tuning.results import TargetResult, results_csv, results_markdown
+from merdg.tuning.space import load_space
+from merdg.tuning.sweep import TargetPlan, leave_one_out, tune_target
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JobResult:
+    """Output of a finished job: per-target results, the tables, and their MLflow location."""
+
+    results: list[TargetResult]
+    selection_label: str
+    markdown: str
+    csv: str
+    sweep_id: str
+    sweep_run_id: str
+    tracking_uri: str
+    data: DecodeCacheResult
+
+    @property
+    def mean_target_acc(self) -> float:
+        return sum(r.selection.target_acc for r in self.results) / len(self.results)
+
+
+def init_ray(address: str | None) -> None:
+    """Connect to the Ray cluster at ``address``, or start a local instance bound to 127.0.0.1."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+        return
+    # A local Ray node listens on all interfaces unless this is set before it starts.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(dashboard_host="127.0.0.1", configure_logging=False)
+
+
+def quiet_ray_data() -> None:
+    """Turn off Ray Data's per-dataset progress bars; the job logs its own progress per target."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def open_tracker(job: JobConfig) -> Tracker:
+    """Open (and if needed create) the MLflow experiment; fails before any work if unreachable."""
+    uri = job.tracking.tracking_uri or default_tracking_uri(job.output_dir)
+    return Tracker(uri, job.tracking.experiment, artifact_location=job.output_dir / "mlartifacts")
+
+
+def _log_data(tracker: Tracker, run_id: str, info: DatasetInfo, data: DecodeCacheResult) -> None:
+    tracker.log_metrics(run_id, {
+        "data_clips": data.num_clips,
+        "data_decoded_clips": data.num_decoded,
+        "data_skipped_clips": len(data.skipped),
+    })
+    tracker.log_params(run_id, {"dataset_root": str(info.root), "decode_cache": str(data.path)})
+    if data.quarantine_csv is not None:
+        tracker.log_artifact(run_id, data.quarantine_csv, "data")
+
+
+def validate_job(job: JobConfig) -> None:
+    """Check the names the job refers to (host method, selection, estimator) before any work."""
+    if job.train.method not in HOST_METHODS:
+        raise ConfigError(f"invalid --train.method: {job.train.method!r}; registered: {sorted(HOST_METHODS)}")
+    if job.tune.selection not in SELECTION_METHODS:
+        raise ConfigError(f"invalid --tune.selection: {job.tune.selection!r}; registered: {sorted(SELECTION_METHODS)}")
+    if job.mer.estimator not in ESTIMATORS:
+        raise ConfigError(f"invalid --mer.estimator: {job.mer.estimator!r}; registered: {sorted(ESTIMATORS)}")
+
+
+def run_job(job: JobConfig) -> JobResult:
+    """Run the whole sweep described by ``job`` and return its results table."""
+    started = time.perf_counter()
+    validate_job(job)
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    space = load_space(job.tune.space)
+    tracker = open_tracker(job)
+    info = load_dataset(job.data)
+    plans = leave_one_out(info.domains, job.tune.targets)
+    selection_label = SELECTION_METHODS[job.tune.selection].label
+
+    init_ray(job.ray_address)
+    quiet_ray_data()
+    data = build_decode_cache(info.clips, job.data)
+    logger.info("decode cache %s: %d clips, %d decoded now, %d skipped",
+                data.path, data.num_clips, data.num_decoded, len(data.skipped))
+    cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    resources = size_workers(job, cluster_cpus)
+    concurrency = max_concurrent_trials(job, resources, cluster_cpus)
+
+    sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{job.fingerprint()}"
+    sweep_run_id = tracker.start_run(
+        f"sweep-{sweep_id}", tags={"merdg.sweep_id": sweep_id, "merdg.selection": selection_label,
+                                   "merdg.dataset": info.name}
+    )
+    tracker.log_params(sweep_run_id, job.to_dict())
+    tracker.log_text(sweep_run_id, yaml.safe_dump(job.to_dict(), sort_keys=False), "config.yaml")
+    _log_data(tracker, sweep_run_id, info, data)
+
+    results: list[TargetResult] = []
+    status = "FAILED"
+    try:
+        for index, (target, sources) in enumerate(plans, start=1):
+            logger.info("target %d/%d: %s (sources %s), %d trials",
+                        index, len(plans), target, "+".join(sources), job.tune.num_trials)
+            plan = TargetPlan(target, sources, data.path, info.num_classes, resources, concurrency, sweep_id)
+            result = tune_target(job, plan, space, tracker, sweep_run_id)
+            logger.info("target %s: selected %s, source val %.2f%%, target %.2f%% (%s)",
+                        target, result.selection.params, result.selection.val_acc,
+                        result.selection.target_acc, selection_label)
+            results.append(result)
+        title = f"MER-DG on {info.name}, modalities {'+'.join(job.data.modalities)}, host {job.train.method}"
+        markdown = results_markdown(results, selection_label, title)
+        table_csv = results_csv(results, selection_label)
+        tracker.log_text(sweep_run_id, markdown, "results/results.md")
+        tracker.log_text(sweep_run_id, table_csv, "results/results.csv")
+        mean = sum(r.selection.target_acc for r in results) / len(results)
+        tracker.log_metrics(sweep_run_id, {"mean_target_acc": mean, "wall_time_s": time.perf_counter() - started})
+        status = "FINISHED"
+    finally:
+        tracker.end_run(sweep_run_id, status)
+    return JobResult(results, selection_label, markdown, table_csv, sweep_id, sweep_run_id, tracker.tracking_uri, data)
+
+
+def resolve_paths(job: JobConfig, base: Path) -> JobConfig:
+    """Make the job's relative paths absolute against ``base`` (Ray workers run elsewhere)."""
+    if not job.tune.space.is_absolute():
+        job.tune.space = (base / job.tune.space).resolve()
+    job.output_dir = job.output_dir.resolve()
+    job.data.cache_dir = job.data.cache_dir.resolve()
+    if job.data.root is not None:
+        job.data.root = job.data.root.resolve()
+    if job.data.splits_dir is not None:
+        job.data.splits_dir = job.data.splits_dir.resolve()
+    return job

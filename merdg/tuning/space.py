@@ -1,0 +1,185 @@
+"""Search spaces for MER's hyperparameters, declared as YAML data and validated on load.
+
+A space file has two keys::
+
+    lambda: {distribution: log_uniform, low: 0.01, high: 10.0}
+    estimators:
+      logdet:
+        gamma: {distribution: uniform, low: 0.5, high: 2.0}
+      koleo: {}
+
+``lambda`` is MER's weight. ``estimators`` lists the entropy estimators to choose from, each with
+a distribution per own parameter, and an estimator listed with ``{}`` uses its defaults. A trial
+samples lambda, then an estimator, then only that estimator's parameters, so a sampled trial
+config looks like ``{"lambda": 0.3, "estimator": "logdet", "logdet": {"gamma": 1.2}}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from merdg.config import MERConfig
+from merdg.entropy import ESTIMATORS
+
+
+class SearchSpaceError(ValueError):
+    """An invalid search-space file; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One parameter's search distribution."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    value: Any = None
+
+    def suggest(self, trial, name: str) -> Any:
+        """Sample the parameter with an ``optuna.Trial``."""
+        if self.kind == "log_uniform":
+            return trial.suggest_float(name, self.low, self.high, log=True)
+        if self.kind == "uniform":
+            return trial.suggest_float(name, self.low, self.high)
+        if self.kind == "int_uniform":
+            return trial.suggest_int(name, int(self.low), int(self.high))
+        if self.kind == "categorical":
+            return trial.suggest_categorical(name, list(self.choices))
+        return self.value
+
+    def sample_midpoint(self) -> Any:
+        """Return a deterministic value inside the distribution (for tests and defaults)."""
+        if self.kind == "log_uniform":
+            return math.sqrt(self.low * self.high)
+        if self.kind in ("uniform", "int_uniform"):
+            middle = (self.low + self.high) / 2
+            return int(middle) if self.kind == "int_uniform" else middle
+        if self.kind == "categorical":
+            return self.choices[0]
+        return self.value
+
+
+DISTRIBUTION_KEYS = {
+    "log_uniform": {"low", "high"},
+    "uniform": {"low", "high"},
+    "int_uniform": {"low", "high"},
+    "categorical": {"choices"},
+    "constant": {"value"},
+}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """MER's search space: lambda's distribution and each estimator's parameter distributions."""
+
+    path: str
+    weight: Distribution
+    estimators: dict[str, dict[str, Distribution]]
+
+
+def _parse_distribution(raw: Any, where: str) -> Distribution:
+    if not isinstance(raw, dict) or "distribution" not in raw:
+        raise SearchSpaceError(
+            f"{where}: expected a mapping with 'distribution' (one of {sorted(DISTRIBUTION_KEYS)}), got {raw!r}"
+        )
+    kind = raw["distribution"]
+    if kind not in DISTRIBUTION_KEYS:
+        raise SearchSpaceError(f"{where}: unknown distribution {kind!r}; use one of {sorted(DISTRIBUTION_KEYS)}")
+    keys = set(raw) - {"distribution"}
+    if keys != DISTRIBUTION_KEYS[kind]:
+        raise SearchSpaceError(
+            f"{where}: distribution {kind!r} takes keys {sorted(DISTRIBUTION_KEYS[kind])}, got {sorted(keys)}"
+        )
+    if kind == "categorical":
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise SearchSpaceError(f"{where}: 'choices' must be a non-empty list, got {choices!r}")
+        return Distribution(kind, choices=tuple(choices))
+    if kind == "constant":
+        return Distribution(kind, value=raw["value"])
+    low, high = raw["low"], raw["high"]
+    if not all(isinstance(bound, (int, float)) and not isinstance(bound, bool) for bound in (low, high)):
+        raise SearchSpaceError(f"{where}: 'low' and 'high' must be numbers, got low={low!r}, high={high!r}")
+    if not low < high:
+        raise SearchSpaceError(f"{where}: 'low' ({low}) must be smaller than 'high' ({high})")
+    if kind == "log_uniform" and low <= 0:
+        raise SearchSpaceError(f"{where}: a log_uniform 'low' must be > 0, got {low}")
+    return Distribution(kind, low=float(low), high=float(high))
+
+
+def _estimator_parameters(name: str) -> set[str]:
+    signature = inspect.signature(ESTIMATORS[name].__init__)
+    return {parameter for parameter in signature.parameters if parameter != "self"}
+
+
+def parse_space(raw: Any, path: str = "<search space>") -> SearchSpace:
+    """Validate a parsed YAML mapping and return the search space it declares."""
+    if not isinstance(raw, dict):
+        raise SearchSpaceError(f"{path}: expected a mapping with keys 'lambda' and 'estimators', got {type(raw).__name__}")
+    unknown = set(raw) - {"lambda", "estimators"}
+    if unknown:
+        raise SearchSpaceError(f"{path}: unknown keys {sorted(unknown)}; a space has only 'lambda' and 'estimators'")
+    for key in ("lambda", "estimators"):
+        if key not in raw:
+            raise SearchSpaceError(f"{path}: missing key {key!r}")
+    weight = _parse_distribution(raw["lambda"], f"{path}: lambda")
+    if weight.kind in ("log_uniform", "uniform", "int_uniform") and weight.low < 0:
+        raise SearchSpaceError(f"{path}: lambda: 'low' must be >= 0, got {weight.low}")
+    estimators_raw = raw["estimators"]
+    if not isinstance(estimators_raw, dict) or not estimators_raw:
+        raise SearchSpaceError(f"{path}: estimators: expected a non-empty mapping of estimator name to parameters")
+    estimators: dict[str, dict[str, Distribution]] = {}
+    for name, params in estimators_raw.items():
+        if name not in ESTIMATORS:
+            raise SearchSpaceError(f"{path}: estimators: unknown estimator {name!r}; registered: {sorted(ESTIMATORS)}")
+        params = params or {}
+        if not isinstance(params, dict):
+            raise SearchSpaceError(f"{path}: estimators.{name}: expected a mapping of parameter distributions")
+        accepted = _estimator_parameters(name)
+        for param in params:
+            if param not in accepted:
+                raise SearchSpaceError(
+                    f"{path}: estimators.{name}.{param}: not a parameter of {name!r}; it takes {sorted(accepted)}"
+                )
+        estimators[name] = {
+            param: _parse_distribution(dist, f"{path}: estimators.{name}.{param}") for param, dist in params.items()
+        }
+    return SearchSpace(path=path, weight=weight, estimators=estimators)
+
+
+def load_space(path: Path) -> SearchSpace:
+    """Read and validate a search-space YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SearchSpaceError(f"search space file not found: {path} (set --tune.space to a YAML file)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SearchSpaceError(f"{path}: not valid YAML: {error}") from error
+    return parse_space(raw, str(path))
+
+
+def suggest_mer_params(trial, space: SearchSpace) -> None:
+    """Sample lambda, an estimator and that estimator's parameters (an Optuna define-by-run space).
+
+    Module-level so that ``functools.partial(suggest_mer_params, space=...)`` pickles for Ray.
+    """
+    space.weight.suggest(trial, "lambda")
+    estimator = trial.suggest_categorical("estimator", list(space.estimators))
+    for param, distribution in space.estimators[estimator].items():
+        distribution.suggest(trial, f"{estimator}/{param}")
+
+
+def mer_config_from_trial(config: dict[str, Any]) -> MERConfig:
+    """Turn a sampled trial config (see the module docstring) into a ``MERConfig``."""
+    estimator = config["estimator"]
+    return MERConfig(
+        weight=float(config["lambda"]), estimator=estimator, estimator_params=dict(config.get(estimator, {}))
+    )
