@@ -1,0 +1,106 @@
+"""End-to-end: the real main job (Ray Data, Ray Train DDP, Ray Tune + Optuna, MLflow, PyAV).
+
+Each test runs ``pipelines/tune_all_domains.py`` in a subprocess with a tiny configuration and
+checks the printed table and what landed in the MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from merdg.tracking import default_tracking_uri
+from tests.data.real_tree import build_real_hac_tree
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "pipelines" / "tune_all_domains.py"
+
+TINY_TRAINING = [
+    "--train.epochs", "2",
+    "--train.batch_size", "8",
+    "--tune.num_trials", "2",
+    "--tune.grace_period", "1",
+    "--model.width", "4",
+    "--model.embed_dim", "16",
+    "--model.projector_hidden", "32",
+    "--model.projection_dim", "16",
+    "--model.fusion_hidden", "32",
+]
+
+
+def run_main_job(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.run(
+        [sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "runs"), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=840,
+    )
+    assert process.returncode == 0, f"main job failed:\n{process.stdout[-4000:]}\n{process.stderr[-8000:]}"
+    return process
+
+
+def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: int) -> MlflowClient:
+    client = MlflowClient(default_tracking_uri(tmp_path / "runs"))
+    experiment = client.get_experiment_by_name("merdg")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    sweeps = [r for r in runs if r.info.run_name.startswith("sweep-")]
+    assert len(sweeps) == 1
+    sweep = sweeps[0]
+    assert sweep.info.status == "FINISHED"
+    assert sweep.data.metrics["data_skipped_clips"] == 0
+    assert [a.path for a in client.list_artifacts(sweep.info.run_id, "results")] == [
+        "results/results.csv", "results/results.md"]
+    target_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    assert sorted(r.data.tags["merdg.target"] for r in target_runs) == sorted(targets)
+    for target_run in target_runs:
+        assert target_run.info.status == "FINISHED"
+        assert target_run.data.tags["merdg.selection"] == "source-domain validation"
+        assert 0.0 <= target_run.data.metrics["selected_target_acc"] <= 100.0
+        trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == target_run.info.run_id]
+        assert len(trials) == num_trials
+        assert sum(r.data.tags.get("merdg.selected") == "true" for r in trials) == 1
+        for trial in trials:
+            assert trial.info.status == "FINISHED"
+            assert {"lambda", "estimator"} <= set(trial.data.params)
+            history = client.get_metric_history(trial.info.run_id, "val_acc")
+            assert 1 <= len(history) <= epochs
+            assert "target_acc" in trial.data.metrics
+            assert "train_ce" in trial.data.metrics
+    return client
+
+
+@pytest.mark.slow
+def test_main_job_on_generated_benchmark(tmp_path):
+    args = [
+        "--data.cache_dir", str(tmp_path / "cache"),
+        "--data.benchmark.num_classes", "3",
+        "--data.benchmark.clips_per_class", "4",
+        "--tune.targets", "[retro]",
+        *TINY_TRAINING,
+    ]
+    process = run_main_job(args, tmp_path)
+    assert "model selection: source-domain validation" in process.stdout
+    assert "| retro |" in process.stdout
+    assert "| average |" in process.stdout
+    check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2)
+
+
+@pytest.mark.slow
+def test_main_job_on_real_hac_tree(tmp_path, shared_data):
+    root = build_real_hac_tree(shared_data, tmp_path / "hac", rows_per_split=2)
+    args = [
+        "--data.dataset", "hac",
+        "--data.root", str(root),
+        "--data.cache_dir", str(tmp_path / "cache"),
+        "--data.audio.num_samples", "16000",
+        "--tune.targets", "[cartoon]",
+        *TINY_TRAINING,
+    ]
+    process = run_main_job(args, tmp_path)
+    assert "| cartoon | human+animal |" in process.stdout
+    check_mlflow(tmp_path, ["cartoon"], num_trials=2, epochs=2)
