@@ -2,7 +2,8 @@
 
 L = L_host + lambda * sum_m w_m * L_est(Z_m), where Z_m are the features of modality m (in the
 official MER-DG code, a 128-d projection of each encoder's embedding) and L_est is an entropy
-estimator's loss. The paper's setting is the log-determinant estimator, lambda = 3 and w_m = 1.
+estimator's loss. MER-DG (Yarici and AlRegib, ICML 2026) uses the log-determinant estimator,
+lambda = 3 and w_m = 1.
 """
 
 from __future__ import annotations

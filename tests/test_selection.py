@@ -26,7 +26,8 @@ def test_source_validation_reports_target_at_best_validation_epoch():
 def test_oracle_is_labelled_as_oracle():
     chosen = select(HISTORIES, "oracle")
     assert (chosen.trial_id, chosen.epoch, chosen.target_acc) == ("b", 1, 65.0)
-    assert "oracle" in chosen.label and "target" in chosen.label
+    assert "oracle" in chosen.label
+    assert "target" in chosen.label
 
 
 def test_ties_go_to_the_earlier_trial_and_epoch():

@@ -1,7 +1,7 @@
 """The clip table: one row per labelled clip, independent of the dataset's layout on disk.
 
-Dataset readers produce ``Clip`` rows; the decoder and the Ray Data pipeline consume them. Nothing
-downstream of the readers knows file layouts.
+Dataset readers produce ``Clip`` rows; the decoder and the Ray Data pipeline consume them. Code
+downstream of the readers does not depend on file layouts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ class DatasetError(ValueError):
 
 
 class ClipDecodeError(RuntimeError):
-    """A clip that cannot be decoded; ``path`` and ``reason`` say which file failed and why."""
+    """A clip that cannot be decoded: ``path`` is the file that failed and ``reason`` the cause."""
 
     def __init__(self, path: str, reason: str):
         super().__init__(f"{path}: {reason}")

@@ -1,7 +1,7 @@
 """Entropy estimators for MER, one module per family, behind one registry.
 
-Each estimator maps features of shape (N, D) to a scalar loss (lower = more entropy) and knows
-nothing of modalities.
+Each estimator maps features of shape (N, D) to a scalar loss (lower = more entropy) and does not
+depend on modalities.
 """
 
 from merdg.entropy.base import ESTIMATORS, EntropyEstimator, build_estimator, register_estimator

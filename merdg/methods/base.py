@@ -1,6 +1,6 @@
 """The host-method interface and registry.
 
-A host method turns the model's outputs into named loss terms; the training loop sums them, adds
+A host method turns the model's outputs into named loss terms. The training loop sums them, adds
 MER's terms, and owns backward, the optimizer, precision and DDP.
 """
 

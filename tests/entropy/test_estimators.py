@@ -1,4 +1,4 @@
-"""Estimator tests: the paper's log-det loss against a direct float64 formula, KoLeo's edge cases."""
+"""Estimator tests: MER-DG's log-det loss against a direct float64 formula, KoLeo's edge cases."""
 
 import math
 
