@@ -7,6 +7,8 @@ that nested runs and Ray Tune's own MLflow callback can write to the same store 
 from __future__ import annotations
 
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,29 @@ class TrackingError(RuntimeError):
 def default_tracking_uri(output_dir: Path) -> str:
     """Return the local SQLite store in ``output_dir``."""
     return f"sqlite:///{(Path(output_dir) / 'mlflow.db').resolve()}"
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when an HTTP tracking server does not answer.
+
+    MLflow's own client retries a refused connection with exponential backoff for minutes; this
+    probe of the server's ``/health`` endpoint fails within ``timeout_s`` instead. An HTTP error
+    status (authentication, for example) counts as reachable and is left to MLflow to report.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as error:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server {tracking_uri!r}: {getattr(error, 'reason', error)}. "
+            "Start it (for example `mlflow server --host 127.0.0.1 --port 5000`) or omit "
+            "--tracking.tracking_uri to use a local SQLite store."
+        ) from error
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -53,6 +78,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: Path | None = None):
         self.tracking_uri = tracking_uri
+        check_reachable(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         try:
             found = self.client.get_experiment_by_name(experiment)

@@ -25,13 +25,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     job = parse_job(argv, prog="tune_all_domains.py", description=__doc__)
     # Imported after parsing so that --help and flag errors do not wait for Ray and MLflow.
+    from merdg.config import ConfigError
+    from merdg.data.clips import DatasetError
+    from merdg.tracking import TrackingError
     from merdg.tuning.job import resolve_paths, run_job
+    from merdg.tuning.space import SearchSpaceError
 
     if not job.tune.space.is_absolute() and not job.tune.space.exists():
         job.tune.space = REPO_ROOT / job.tune.space
     job = resolve_paths(job, Path.cwd())
     started = time.perf_counter()
-    result = run_job(job)
+    try:
+        result = run_job(job)
+    except (ConfigError, DatasetError, SearchSpaceError, TrackingError) as error:
+        # Input errors carry their own file, value and fix; a traceback would only hide them.
+        print(f"tune_all_domains.py: error: {error}", file=sys.stderr)
+        return 2
     print()
     print(result.markdown)
     print(f"Wall time: {time.perf_counter() - started:.0f} s. MLflow store: {result.tracking_uri} "

@@ -68,8 +68,11 @@ def quiet_ray_data() -> None:
 
 def open_tracker(job: JobConfig) -> Tracker:
     """Open (and if needed create) the MLflow experiment; fails before any work if unreachable."""
-    uri = job.tracking.tracking_uri or default_tracking_uri(job.output_dir)
-    return Tracker(uri, job.tracking.experiment, artifact_location=job.output_dir / "mlartifacts")
+    if job.tracking.tracking_uri:
+        # A tracking server decides where artifacts go (for example its --artifacts-destination).
+        return Tracker(job.tracking.tracking_uri, job.tracking.experiment)
+    return Tracker(default_tracking_uri(job.output_dir), job.tracking.experiment,
+                   artifact_location=job.output_dir / "mlartifacts")
 
 
 def _log_data(tracker: Tracker, run_id: str, info: DatasetInfo, data: DecodeCacheResult) -> None:

@@ -27,7 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from merdg.config import JobConfig
+from merdg.config import ConfigError, JobConfig
 from merdg.selection import SELECTION_METHODS, TrialHistory, select
 from merdg.tracking import Tracker
 from merdg.training.trainer import WorkerResources, build_datasets, build_trainer
@@ -217,6 +217,6 @@ def leave_one_out(domains: Sequence[str], targets: Sequence[str] | None) -> list
     chosen = list(targets) if targets else list(domains)
     unknown = [target for target in chosen if target not in domains]
     if unknown:
-        raise ValueError(f"invalid --tune.targets: {unknown} not among the dataset's domains {list(domains)}")
+        raise ConfigError(f"invalid --tune.targets: {unknown} not among the dataset's domains {list(domains)}")
     return [(target, tuple(d for d in domains if d != target)) for target in chosen]
 

@@ -33,17 +33,29 @@ TINY_TRAINING = [
 ]
 
 
-def run_main_job(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def run_main_job(args: list[str], tmp_path: Path, *, expect_success: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
     process = subprocess.run(
         [sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "runs"), *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=840,
     )
-    assert process.returncode == 0, f"main job failed:\n{process.stdout[-4000:]}\n{process.stderr[-8000:]}"
+    if expect_success:
+        assert process.returncode == 0, f"main job failed:\n{process.stdout[-4000:]}\n{process.stderr[-8000:]}"
     return process
 
 
-def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: int) -> MlflowClient:
+def truncate(path: Path) -> None:
+    """Replace a clip by a copy cut to its first 3000 bytes, as an interrupted copy leaves it.
+
+    The tree links to the real media, so the link is removed first and the real file is untouched.
+    """
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[:3000])
+
+
+def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: int,
+                 skipped: int = 0) -> MlflowClient:
     client = MlflowClient(default_tracking_uri(tmp_path / "runs"))
     experiment = client.get_experiment_by_name("merdg")
     assert experiment is not None
@@ -52,7 +64,9 @@ def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: in
     assert len(sweeps) == 1
     sweep = sweeps[0]
     assert sweep.info.status == "FINISHED"
-    assert sweep.data.metrics["data_skipped_clips"] == 0
+    assert sweep.data.metrics["data_skipped_clips"] == skipped
+    quarantined = [a.path for a in client.list_artifacts(sweep.info.run_id, "data")]
+    assert quarantined == (["data/quarantine.csv"] if skipped else [])
     assert [a.path for a in client.list_artifacts(sweep.info.run_id, "results")] == [
         "results/results.csv", "results/results.md"]
     target_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
@@ -90,10 +104,8 @@ def test_main_job_on_generated_benchmark(tmp_path):
     check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2)
 
 
-@pytest.mark.slow
-def test_main_job_on_real_hac_tree(tmp_path, shared_data):
-    root = build_real_hac_tree(shared_data, tmp_path / "hac", rows_per_split=2)
-    args = [
+def real_tree_args(root: Path, tmp_path: Path) -> list[str]:
+    return [
         "--data.dataset", "hac",
         "--data.root", str(root),
         "--data.cache_dir", str(tmp_path / "cache"),
@@ -101,6 +113,37 @@ def test_main_job_on_real_hac_tree(tmp_path, shared_data):
         "--tune.targets", "[cartoon]",
         *TINY_TRAINING,
     ]
-    process = run_main_job(args, tmp_path)
+
+
+@pytest.mark.slow
+def test_main_job_on_real_hac_tree(tmp_path, shared_data):
+    root = build_real_hac_tree(shared_data, tmp_path / "hac", rows_per_split=3)
+    damaged = sorted((root / "human" / "videos").glob("*.mp4"))[0]
+    truncate(damaged)
+    process = run_main_job([*real_tree_args(root, tmp_path), "--data.skip_bad_clips", "true"], tmp_path)
     assert "| cartoon | human+animal |" in process.stdout
-    check_mlflow(tmp_path, ["cartoon"], num_trials=2, epochs=2)
+    check_mlflow(tmp_path, ["cartoon"], num_trials=2, epochs=2, skipped=1)
+
+
+@pytest.mark.slow
+def test_main_job_stops_on_bad_clip(tmp_path, shared_data):
+    root = build_real_hac_tree(shared_data, tmp_path / "hac", rows_per_split=1)
+    damaged = sorted((root / "animal" / "videos").glob("*.mp4"))[0]
+    truncate(damaged)
+    process = run_main_job(real_tree_args(root, tmp_path), tmp_path, expect_success=False)
+    assert process.returncode != 0
+    assert str(damaged) in process.stderr
+    assert "--data.skip_bad_clips true" in process.stderr
+
+
+def test_main_job_rejects_label_out_of_range(tmp_path, shared_data):
+    root = build_real_hac_tree(shared_data, tmp_path / "hac", rows_per_split=1)
+    split_file = root / "HAC_test_only_animal.csv"
+    rows = split_file.read_bytes().split(b"\r\n")
+    rows[0] = rows[0].rsplit(b",", 1)[0] + b",9"
+    split_file.write_bytes(b"\r\n".join(rows))
+    process = run_main_job(real_tree_args(root, tmp_path), tmp_path, expect_success=False)
+    assert process.returncode != 0
+    assert str(split_file) in process.stderr
+    assert "row 1" in process.stderr
+    assert "label 9" in process.stderr
