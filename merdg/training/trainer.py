@@ -86,7 +86,10 @@ def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: J
     train = read_decoded(cache_path, domains=list(sources), splits=["train"]).select_columns(columns)
     validation = read_decoded(cache_path, domains=list(sources), splits=["test"]).select_columns(columns)
     target_set = read_decoded(cache_path, domains=[target], splits=["train", "test"]).select_columns(columns)
-    datasets = {"train": train.materialize()}
+    # Split lists are often sorted by class, and workers shuffle only within a small buffer of
+    # rows, so the rows are shuffled globally once here.
+    # NOTE: every epoch then sees the same global order up to that buffer's local reshuffling.
+    datasets = {"train": train.random_shuffle(seed=job.train.seed).materialize()}
     for split, dataset in (("val", validation), ("target", target_set)):
         for rank, part in enumerate(split_exactly(dataset, job.train.num_workers)):
             datasets[eval_dataset_name(split, rank)] = part

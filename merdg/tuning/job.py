@@ -26,6 +26,9 @@ from merdg.tuning.sweep import TargetPlan, leave_one_out, tune_target
 
 logger = logging.getLogger(__name__)
 
+RAY_DATA_LOGGING_CONFIG = Path(__file__).with_name("ray_data_logging.yaml")
+"""Ray Data's logging config for local runs: its console output at WARNING."""
+
 
 @dataclass
 class JobResult:
@@ -54,7 +57,10 @@ def init_ray(address: str | None) -> None:
         return
     # A local Ray node listens on all interfaces unless this is set before it starts.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(dashboard_host="127.0.0.1", configure_logging=False)
+    # Every local Ray process reads Ray Data's logging config from this file at start.
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING_CONFIG))
+    env_vars = {"RAY_DATA_LOGGING_CONFIG": os.environ["RAY_DATA_LOGGING_CONFIG"]}
+    ray.init(dashboard_host="127.0.0.1", configure_logging=False, runtime_env={"env_vars": env_vars})
 
 
 def quiet_ray_data() -> None:
