@@ -18,16 +18,21 @@ ESTIMATORS: dict[str, type[EntropyEstimator]] = {}
 class EntropyEstimator(nn.Module):
     """Maps a feature batch Z of shape (N, D) to a scalar loss; lower loss means higher entropy.
 
-    Subclasses implement ``loss(z)`` on a float32 tensor. ``forward`` casts the input to float32
-    and disables autocast, because ``torch.linalg`` decompositions reject half precision and the
-    estimates are sensitive to rounding.
+    Subclasses implement ``loss(z)`` on a float32 tensor of valid rows. ``forward`` drops the
+    rows that ``mask`` marks invalid (for example samples missing this modality), casts to
+    float32 and disables autocast, because ``torch.linalg`` decompositions reject half precision
+    and the estimates are sensitive to rounding.
     """
 
     name: str = ""
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if z.dim() != 2:
             raise ValueError(f"{type(self).__name__} expects features of shape (N, D), got {tuple(z.shape)}")
+        if mask is not None:
+            if mask.shape != (z.shape[0],) or mask.dtype != torch.bool:
+                raise ValueError(f"mask must be a bool tensor of shape ({z.shape[0]},), got {mask.dtype} {tuple(mask.shape)}")
+            z = z[mask]
         with torch.autocast(device_type=z.device.type, enabled=False):
             return self.loss(z.float())
 

@@ -53,8 +53,12 @@ def test_logdet_ablation_weights_select_one_term():
     spectral_only = build_estimator("logdet", a_marg=0.0, a_spec=1.0)(z)
     assert torch.isclose(marginal_only, marginal_hinge(z))
     assert torch.isclose(spectral_only, spectral_logdet(z))
+    assert torch.isclose(build_estimator("logdet", terms="marginal")(z), marginal_hinge(z))
+    assert torch.isclose(build_estimator("logdet", terms="spectral")(z), spectral_logdet(z))
     with pytest.raises(ValueError, match="not both 0"):
         build_estimator("logdet", a_marg=0.0, a_spec=0.0)
+    with pytest.raises(ValueError, match="terms"):
+        build_estimator("logdet", terms="neither")
 
 
 def test_logdet_rewards_spread_and_decorrelation():
