@@ -227,9 +227,16 @@ class ModelConfig:
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"{self.dropout} not in [0, 1)")
 
 
+NORMALIZATIONS = ("none", "l2", "standardize")
+"""Per-feature normalisations MER can apply before its estimator."""
+
+MER_SCOPES = ("local", "global")
+"""Batches a MER estimate is computed over under DDP: each worker's, or all workers' together."""
+
+
 @dataclass
 class MERConfig:
-    """The MER term of one training run; a search overrides these per trial."""
+    """The MER term of one training run; a search overrides the sampled fields per trial."""
 
     weight: float = 3.0
     """lambda, the weight of the summed per-modality entropy losses; 0 trains the host method alone."""
@@ -237,9 +244,22 @@ class MERConfig:
     """Entropy estimator (a name in merdg.entropy.ESTIMATORS)."""
     estimator_params: dict[str, float] = field(default_factory=dict)
     """Keyword parameters of the estimator; empty uses its defaults."""
+    normalize: str = "none"
+    """Feature normalisation before the estimator: none, l2 (unit rows) or standardize (per dimension)."""
+    modality_weights: dict[str, float] = field(default_factory=dict)
+    """Weight w_m of each modality's term; a modality not listed weighs 1."""
+    scope: str = "local"
+    """Under DDP, estimate on each worker's batch (local) or on the gathered global batch (global)."""
 
     def __post_init__(self) -> None:
         _require(self.weight >= 0, "mer.weight", f"{self.weight} < 0")
+        _require(self.normalize in NORMALIZATIONS, "mer.normalize",
+                 f"unknown normalisation {self.normalize!r}; choose from {list(NORMALIZATIONS)}")
+        _require(self.scope in MER_SCOPES, "mer.scope", f"unknown scope {self.scope!r}; choose from {list(MER_SCOPES)}")
+        unknown = [m for m in self.modality_weights if m not in MODALITIES]
+        _require(not unknown, "mer.modality_weights", f"unknown modality {unknown}; choose from {list(MODALITIES)}")
+        negative = {m: w for m, w in self.modality_weights.items() if w < 0}
+        _require(not negative, "mer.modality_weights", f"negative weights {negative}")
 
     @property
     def enabled(self) -> bool:

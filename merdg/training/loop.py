@@ -118,7 +118,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     regularizer = None
     if mer.enabled:
         estimator = build_estimator(mer.estimator, **mer.estimator_params)
-        regularizer = MERRegularizer(estimator, mer.weight)
+        regularizer = MERRegularizer(
+            estimator, mer.weight, mer.modality_weights, normalize=mer.normalize, scope=mer.scope
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=job.train.lr, weight_decay=job.train.weight_decay)
     start_epoch = _restore(module, optimizer)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from merdg.config import MERConfig
+from merdg.config import MODALITIES, NORMALIZATIONS, MERConfig
 from merdg.entropy import ESTIMATORS
 
 
@@ -82,6 +82,8 @@ class SearchSpace:
     path: str
     weight: Distribution
     estimators: dict[str, dict[str, Distribution]]
+    normalize: Distribution | None = None
+    modality_weights: dict[str, Distribution] | None = None
 
 
 def _parse_distribution(raw: Any, where: str) -> Distribution:
@@ -119,24 +121,11 @@ def _estimator_parameters(name: str) -> set[str]:
     return {parameter for parameter in signature.parameters if parameter != "self"}
 
 
-def parse_space(raw: Any, path: str = "<search space>") -> SearchSpace:
-    """Validate a parsed YAML mapping and return the search space it declares."""
-    if not isinstance(raw, dict):
-        raise SearchSpaceError(f"{path}: expected a mapping with keys 'lambda' and 'estimators', got {type(raw).__name__}")
-    unknown = set(raw) - {"lambda", "estimators"}
-    if unknown:
-        raise SearchSpaceError(f"{path}: unknown keys {sorted(unknown)}; a space has only 'lambda' and 'estimators'")
-    for key in ("lambda", "estimators"):
-        if key not in raw:
-            raise SearchSpaceError(f"{path}: missing key {key!r}")
-    weight = _parse_distribution(raw["lambda"], f"{path}: lambda")
-    if weight.kind in ("log_uniform", "uniform", "int_uniform") and weight.low < 0:
-        raise SearchSpaceError(f"{path}: lambda: 'low' must be >= 0, got {weight.low}")
-    estimators_raw = raw["estimators"]
-    if not isinstance(estimators_raw, dict) or not estimators_raw:
+def _parse_estimators(raw: Any, path: str) -> dict[str, dict[str, Distribution]]:
+    if not isinstance(raw, dict) or not raw:
         raise SearchSpaceError(f"{path}: estimators: expected a non-empty mapping of estimator name to parameters")
     estimators: dict[str, dict[str, Distribution]] = {}
-    for name, params in estimators_raw.items():
+    for name, params in raw.items():
         if name not in ESTIMATORS:
             raise SearchSpaceError(f"{path}: estimators: unknown estimator {name!r}; registered: {sorted(ESTIMATORS)}")
         params = params or {}
@@ -151,7 +140,53 @@ def parse_space(raw: Any, path: str = "<search space>") -> SearchSpace:
         estimators[name] = {
             param: _parse_distribution(dist, f"{path}: estimators.{name}.{param}") for param, dist in params.items()
         }
-    return SearchSpace(path=path, weight=weight, estimators=estimators)
+    return estimators
+
+
+def _parse_normalize(raw: Any, path: str) -> Distribution:
+    distribution = _parse_distribution(raw, f"{path}: normalize")
+    values = distribution.choices if distribution.kind == "categorical" else (distribution.value,)
+    if distribution.kind not in ("categorical", "constant") or any(v not in NORMALIZATIONS for v in values):
+        raise SearchSpaceError(
+            f"{path}: normalize: expected a categorical or constant distribution over {list(NORMALIZATIONS)}, got {raw!r}"
+        )
+    return distribution
+
+
+def _parse_modality_weights(raw: Any, path: str) -> dict[str, Distribution]:
+    if not isinstance(raw, dict) or not raw:
+        raise SearchSpaceError(f"{path}: modality_weights: expected a mapping of modality name to distribution")
+    weights = {}
+    for modality, dist in raw.items():
+        if modality not in MODALITIES:
+            raise SearchSpaceError(f"{path}: modality_weights: unknown modality {modality!r}; choose from {list(MODALITIES)}")
+        distribution = _parse_distribution(dist, f"{path}: modality_weights.{modality}")
+        if distribution.kind in ("uniform", "log_uniform", "int_uniform") and distribution.low < 0:
+            raise SearchSpaceError(f"{path}: modality_weights.{modality}: 'low' must be >= 0, got {distribution.low}")
+        weights[modality] = distribution
+    return weights
+
+
+def parse_space(raw: Any, path: str = "<search space>") -> SearchSpace:
+    """Validate a parsed YAML mapping and return the search space it declares."""
+    if not isinstance(raw, dict):
+        raise SearchSpaceError(f"{path}: expected a mapping with keys 'lambda' and 'estimators', got {type(raw).__name__}")
+    allowed = {"lambda", "estimators", "normalize", "modality_weights"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise SearchSpaceError(f"{path}: unknown keys {sorted(unknown)}; a space has only {sorted(allowed)}")
+    for key in ("lambda", "estimators"):
+        if key not in raw:
+            raise SearchSpaceError(f"{path}: missing key {key!r}")
+
+    weight = _parse_distribution(raw["lambda"], f"{path}: lambda")
+    if weight.kind in ("log_uniform", "uniform", "int_uniform") and weight.low < 0:
+        raise SearchSpaceError(f"{path}: lambda: 'low' must be >= 0, got {weight.low}")
+    estimators = _parse_estimators(raw["estimators"], path)
+    normalize = _parse_normalize(raw["normalize"], path) if "normalize" in raw else None
+    modality_weights = _parse_modality_weights(raw["modality_weights"], path) if "modality_weights" in raw else None
+    return SearchSpace(path=path, weight=weight, estimators=estimators, normalize=normalize,
+                       modality_weights=modality_weights)
 
 
 def load_space(path: Path) -> SearchSpace:
@@ -166,20 +201,43 @@ def load_space(path: Path) -> SearchSpace:
     return parse_space(raw, str(path))
 
 
-def suggest_mer_params(trial, space: SearchSpace) -> None:
+def suggest_mer_params(trial, space: SearchSpace) -> dict[str, Any]:
     """Sample lambda, an estimator and that estimator's parameters (an Optuna define-by-run space).
 
-    Module-level so that ``functools.partial(suggest_mer_params, space=...)`` pickles for Ray.
+    Also samples the normalisation and modality weights when the space declares them. Returns
+    the constant settings, which are not Optuna parameters; Ray's ``OptunaSearch`` merges them
+    into the trial config. Module-level so that ``functools.partial(suggest_mer_params,
+    space=...)`` pickles for Ray.
     """
-    space.weight.suggest(trial, "lambda")
+    chosen: list[tuple[str, Distribution]] = [("lambda", space.weight)]
     estimator = trial.suggest_categorical("estimator", list(space.estimators))
-    for param, distribution in space.estimators[estimator].items():
-        distribution.suggest(trial, f"{estimator}/{param}")
+    chosen += [(f"{estimator}/{param}", dist) for param, dist in space.estimators[estimator].items()]
+    if space.normalize is not None:
+        chosen.append(("normalize", space.normalize))
+    chosen += [(f"modality_weights/{m}", dist) for m, dist in (space.modality_weights or {}).items()]
+    constants = {}
+    for name, distribution in chosen:
+        value = distribution.suggest(trial, name)
+        if distribution.kind == "constant":
+            constants[name] = value
+    return constants
 
 
-def mer_config_from_trial(config: dict[str, Any]) -> MERConfig:
-    """Turn a sampled trial config (see the module docstring) into a ``MERConfig``."""
+def mer_config_from_trial(config: dict[str, Any], base: MERConfig | None = None) -> MERConfig:
+    """Turn a sampled trial config (see the module docstring) into a ``MERConfig``.
+
+    Fields the trial did not sample (normalisation, modality weights, scope) come from ``base``.
+    Constant distributions are not Optuna parameters, so a space's constants are read here too.
+    """
+    base = base or MERConfig()
     estimator = config["estimator"]
+    weights = dict(base.modality_weights)
+    weights.update({name: float(value) for name, value in (config.get("modality_weights") or {}).items()})
     return MERConfig(
-        weight=float(config["lambda"]), estimator=estimator, estimator_params=dict(config.get(estimator, {}))
+        weight=float(config["lambda"]),
+        estimator=estimator,
+        estimator_params=dict(config.get(estimator, {})),
+        normalize=str(config.get("normalize", base.normalize)),
+        modality_weights=weights,
+        scope=base.scope,
     )

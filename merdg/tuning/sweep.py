@@ -60,7 +60,7 @@ def run_trial(config: dict[str, Any], *, job: JobConfig, plan: TargetPlan,
     The trial only drives a ``TorchTrainer`` over datasets materialized once per target; the
     trainer's workers report each epoch to Tune through ``TuneReportCallback``.
     """
-    mer = mer_config_from_trial(config)
+    mer = mer_config_from_trial(config, base=job.mer)
     trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(
         job,

@@ -6,6 +6,9 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from ray.tune.utils.util import unflatten_dict
+
+from merdg.config import MERConfig
 
 from merdg.entropy import build_estimator
 from merdg.tuning.space import SearchSpaceError, load_space, mer_config_from_trial, parse_space, suggest_mer_params
@@ -17,27 +20,47 @@ def test_spaces_are_shipped():
     assert SPACES, "tune_spaces/ holds no YAML file"
 
 
+def sample_trial_config(study: optuna.Study, space) -> tuple[optuna.trial.Trial, dict]:
+    """Sample one trial config the way Ray's OptunaSearch builds it from a define-by-run space."""
+    trial = study.ask()
+    constants = suggest_mer_params(trial, space)
+    return trial, unflatten_dict({**trial.params, **constants})
+
+
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
-def test_shipped_space_samples_and_builds_every_estimator(path):
+def test_shipped_space_builds_every_estimator(path):
     space = load_space(path)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
-    for _ in range(40):
-        trial = study.ask()
-        suggest_mer_params(trial, space)
-        config = {"lambda": trial.params["lambda"], "estimator": trial.params["estimator"]}
-        for key, value in trial.params.items():
-            if "/" in key:
-                estimator, param = key.split("/", 1)
-                config.setdefault(estimator, {})[param] = value
+    for _ in range(60):
+        trial, config = sample_trial_config(study, space)
         mer = mer_config_from_trial(config)
         estimator = build_estimator(mer.estimator, **mer.estimator_params)
         assert estimator.name == mer.estimator
-        assert space.weight.low <= mer.weight <= space.weight.high
+        if space.weight.kind != "constant":
+            assert space.weight.low <= mer.weight <= space.weight.high
         assert set(mer.estimator_params) == set(space.estimators[mer.estimator])
         seen.add(mer.estimator)
         study.tell(trial, 0.0)
     assert seen == set(space.estimators)
+
+
+def test_normalize_weights_and_constants_reach_the_config():
+    space = parse_space({
+        "lambda": {"distribution": "constant", "value": 3.0},
+        "estimators": {"logdet": {"gamma": {"distribution": "constant", "value": 1.5}}},
+        "normalize": {"distribution": "categorical", "choices": ["l2", "standardize"]},
+        "modality_weights": {"audio": {"distribution": "uniform", "low": 0.5, "high": 2.0}},
+    })
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    _, config = sample_trial_config(study, space)
+    mer = mer_config_from_trial(config, base=MERConfig(scope="global", modality_weights={"video": 0.5}))
+    assert mer.weight == 3.0
+    assert mer.estimator_params == {"gamma": 1.5}
+    assert mer.normalize in ("l2", "standardize")
+    assert 0.5 <= mer.modality_weights["audio"] <= 2.0
+    assert mer.modality_weights["video"] == 0.5
+    assert mer.scope == "global"
 
 
 def test_space_function_pickles_for_ray():
@@ -58,6 +81,12 @@ BAD_SPACES = [
     ({"lambda": {"distribution": "constant", "value": 1.0}}, "missing key 'estimators'"),
     ({"lambda": {"distribution": "constant", "value": 1.0}, "estimators": {}, "seed": 3}, "unknown keys"),
     ({"lambda": {"distribution": "uniform", "low": 0.1}, "estimators": {"logdet": {}}}, "takes keys"),
+    ({"lambda": {"distribution": "constant", "value": 1.0}, "estimators": {"logdet": {}},
+      "normalize": {"distribution": "categorical", "choices": ["l2", "whiten"]}}, "normalize: expected"),
+    ({"lambda": {"distribution": "constant", "value": 1.0}, "estimators": {"logdet": {}},
+      "modality_weights": {"smell": {"distribution": "constant", "value": 1.0}}}, "unknown modality 'smell'"),
+    ({"lambda": {"distribution": "constant", "value": 1.0}, "estimators": {"logdet": {}},
+      "modality_weights": {"audio": {"distribution": "uniform", "low": -1.0, "high": 1.0}}}, "must be >= 0"),
 ]
 
 
@@ -79,3 +108,10 @@ def test_missing_and_malformed_files_raise(tmp_path):
         load_space(broken)
     with pytest.raises(SearchSpaceError, match="expected a mapping"):
         parse_space(["lambda"], "inline")
+
+
+def test_default_space_offers_every_registered_estimator():
+    from merdg.entropy import ESTIMATORS
+
+    default = load_space(Path(__file__).resolve().parents[2] / "tune_spaces" / "default.yaml")
+    assert set(default.estimators) == set(ESTIMATORS)
