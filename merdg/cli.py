@@ -26,6 +26,10 @@ def parse_job(argv: Sequence[str] | None, *, prog: str, description: str | None 
     namespace.pop("config", None)
     try:
         return JobConfig(**parser.instantiate(namespace).as_dict())
+    except TypeError as error:
+        parser.exit(2, f"{prog}: error: invalid configuration: {error}; each group (data, train, ...) "
+                       "must be a mapping of its options\n")
+        raise
     except ConfigError as error:
         parser.exit(2, f"{prog}: error: {error}\n")
         raise  # parser.exit does not return; this line satisfies type checkers.

@@ -198,6 +198,7 @@ class DataConfig:
         if self.domains is not None:
             _require(len(self.domains) >= 2, "data.domains",
                      f"{self.domains}: leave-one-domain-out needs at least 2 domains")
+            _require(len(set(self.domains)) == len(self.domains), "data.domains", f"{self.domains} lists a domain twice")
         self.root = Path(self.root) if self.root is not None else None
         self.splits_dir = Path(self.splits_dir) if self.splits_dir is not None else None
         self.cache_dir = Path(self.cache_dir)

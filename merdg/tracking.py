@@ -44,8 +44,13 @@ def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s):
             pass
-    except urllib.error.HTTPError:
-        return
+    except urllib.error.HTTPError as error:
+        if error.code < 500:
+            return
+        raise TrackingError(
+            f"the MLflow tracking server {tracking_uri!r} answered HTTP {error.code} ({error.reason}) at {url}; "
+            "check the server's log, or omit --tracking.tracking_uri to use a local SQLite store."
+        ) from error
     except (urllib.error.URLError, OSError) as error:
         raise TrackingError(
             f"cannot reach the MLflow tracking server {tracking_uri!r}: {getattr(error, 'reason', error)}. "
@@ -78,9 +83,11 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: Path | None = None):
         self.tracking_uri = tracking_uri
+        if not experiment:
+            raise TrackingError("the MLflow experiment name is empty; set --tracking.experiment to a name")
         check_reachable(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
         try:
+            self.client = MlflowClient(tracking_uri=tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 location = Path(artifact_location).resolve().as_uri() if artifact_location else None
@@ -90,7 +97,8 @@ class Tracker:
         except Exception as error:  # MLflow raises several unrelated types for an unreachable store.
             raise TrackingError(
                 f"cannot use the MLflow tracking store {tracking_uri!r}: {error}. Check that the server "
-                "is running and reachable, or omit --tracking.tracking_uri to use a local SQLite store."
+                "is running and reachable and that the URI is one MLflow accepts (sqlite:///, http://, "
+                "https://), or omit --tracking.tracking_uri to use a local SQLite store."
             ) from error
         self.experiment = experiment
 

@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     from merdg.tuning.job import resolve_paths, run_job
     from merdg.tuning.space import SearchSpaceError
 
-    if not job.tune.space.is_absolute() and not job.tune.space.exists():
+    # A relative space path is looked up in the working directory, then in the repository.
+    if not job.tune.space.is_absolute() and not job.tune.space.exists() and (REPO_ROOT / job.tune.space).exists():
         job.tune.space = REPO_ROOT / job.tune.space
     job = resolve_paths(job, Path.cwd())
     started = time.perf_counter()

@@ -47,3 +47,11 @@ def test_invalid_flag_value_exits_with_its_name(capsys):
         parse_job(["--train.num_workers", "0"], prog="test")
     assert exit_info.value.code == 2
     assert "--train.num_workers" in capsys.readouterr().err
+
+
+def test_group_that_is_not_a_mapping_exits(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text("train: 5\n")
+    with pytest.raises(SystemExit):
+        parse_job(["--config", str(path)], prog="test")
+    assert "error" in capsys.readouterr().err

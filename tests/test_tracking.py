@@ -41,3 +41,14 @@ def test_unreachable_server_fails_fast():
 
 def test_flatten_nested_mappings():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+@pytest.mark.parametrize("uri", ["foo://bar", "file:///tmp/merdg-file-store"])
+def test_unsupported_store_uri_raises(uri):
+    with pytest.raises(TrackingError, match="cannot use the MLflow tracking store"):
+        Tracker(uri, "unit")
+
+
+def test_empty_experiment_name_raises(tmp_path):
+    with pytest.raises(TrackingError, match="--tracking.experiment"):
+        Tracker(default_tracking_uri(tmp_path), "")

@@ -586,7 +586,8 @@ def log_spectrogram(samples: np.ndarray, cfg: AudioDecodeConfig, path: str = "")
     defaults, ``log(S + 1e-7)`` and ``(x - mean) / (std + 1e-9)``. Computed in float64.
 
     Raises:
-        ClipDecodeError: the samples are all zero (a silent track has no spectrum to z-score).
+        ClipDecodeError: the samples are all zero (a silent track has no spectrum to z-score), or
+            some are NaN or infinite (a damaged float wav).
 
     Returns:
         float32 array of shape ``cfg.spectrogram_shape``.
@@ -594,6 +595,9 @@ def log_spectrogram(samples: np.ndarray, cfg: AudioDecodeConfig, path: str = "")
     samples = np.asarray(samples, dtype=np.float64).reshape(-1)
     if samples.size == 0:
         raise ClipDecodeError(path, "zero decodable audio samples")
+    finite = np.isfinite(samples)
+    if not finite.all():
+        raise ClipDecodeError(path, f"audio track has {int((~finite).sum())} NaN or infinite samples")
     if not np.any(samples):
         raise ClipDecodeError(path, "silent audio track: every sample in the span is zero")
 

@@ -36,7 +36,8 @@ def read_split_csv(path: str | os.PathLike, num_classes: int) -> list[tuple[str,
     """Read a HAC split file into (file name, label, 1-based row number) tuples.
 
     Each line is split at its last comma, so file names may contain spaces and commas. CRLF and
-    LF line ends are both accepted and blank lines are skipped.
+    LF line ends are both accepted, a UTF-8 byte-order mark is dropped, and blank lines are
+    skipped. An empty file is logged as a warning and gives no rows.
 
     Raises:
         DatasetError: the file is missing or unreadable, a row has no comma or an empty file
@@ -44,7 +45,7 @@ def read_split_csv(path: str | os.PathLike, num_classes: int) -> list[tuple[str,
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(f"split file not found: {path}; check --data.splits_dir (or --data.root)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -72,6 +73,8 @@ def read_split_csv(path: str | os.PathLike, num_classes: int) -> list[tuple[str,
                 f"fix the label in that row"
             )
         rows.append((file_name, label, row_number))
+    if not rows:
+        logger.warning("split file %s lists no clips", path)
     return rows
 
 

@@ -38,7 +38,7 @@ from merdg.data.decoding import decode_clip, output_shapes
 
 logger = logging.getLogger(__name__)
 
-DECODER_VERSION = "1"
+DECODER_VERSION = "2"
 """Version of the decoding code. It is part of the cache key, so changing it invalidates old caches."""
 
 MARKER_FILE = "_COMPLETE.json"
@@ -188,6 +188,11 @@ def build_decode_cache(clips: Sequence[Clip], cfg: DataConfig) -> DecodeCacheRes
     key = cache_key(clips, cfg)
     final_dir = Path(cfg.cache_dir) / "decoded" / key
     cached = _read_marker(final_dir)
+    if cached is not None and not _cache_intact(final_dir, cached):
+        logger.warning("decode cache %s is damaged (Parquet files missing or changed since it was written); "
+                       "decoding it again", final_dir)
+        shutil.rmtree(final_dir)
+        cached = None
     if cached is not None:
         logger.info("decode cache hit: %s (%d clips)", final_dir, cached["num_clips"])
         result = _result_from_marker(final_dir, cached, num_decoded=0)
@@ -270,6 +275,7 @@ def _decode_into(staging_dir: Path, clips: list[Clip], cfg: DataConfig, key: str
         decoded = decoded.filter(expr=col(_ERROR_REASON) == lit(""))
 
     decoded.drop_columns([_ERROR_PATH, _ERROR_REASON]).write_parquet(str(staging_dir))
+    files = {path.name: path.stat().st_size for path in sorted(staging_dir.glob("*.parquet"))}
 
     marker = {
         "decoder_version": DECODER_VERSION,
@@ -278,6 +284,7 @@ def _decode_into(staging_dir: Path, clips: list[Clip], cfg: DataConfig, key: str
         "num_clips": len(clips) - len(skipped),
         "num_failed": len(skipped),
         "skipped": skipped,
+        "files": files,
     }
     (staging_dir / MARKER_FILE).write_text(json.dumps(marker, indent=1), encoding="utf-8")
     return marker
@@ -306,6 +313,15 @@ def _publish(staging_dir: Path, final_dir: Path) -> None:
             raise
         # Another process finished the same key first, and its cache has the same content.
         logger.info("decode cache %s was completed by another process; keeping it", final_dir)
+
+
+def _cache_intact(folder: Path, marker: dict[str, Any]) -> bool:
+    """Return whether every Parquet file the marker lists is there with its recorded size, and no other."""
+    recorded = marker.get("files")
+    if not isinstance(recorded, dict):
+        return False
+    present = {path.name: path.stat().st_size for path in folder.glob("*.parquet")}
+    return present == recorded
 
 
 def _read_marker(folder: Path) -> dict[str, Any] | None:

@@ -69,6 +69,8 @@ class LogDetEstimator(EntropyEstimator):
             raise ValueError(f"logdet weights must be >= 0 and not both 0, got a_marg={a_marg}, a_spec={a_spec}")
         if eps <= 0:
             raise ValueError(f"logdet eps must be > 0, got {eps}")
+        if gamma <= 0:
+            raise ValueError(f"logdet gamma (the target std of the marginal hinge) must be > 0, got {gamma}")
         self.terms = terms
         self.a_marg = a_marg
         self.a_spec = a_spec

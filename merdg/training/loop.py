@@ -147,6 +147,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 loss = loss + mer_terms.total
                 terms.update({f"mer_{name}": value for name, value in mer_terms.per_modality.items()})
                 terms["mer_total"] = mer_terms.total
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite training loss {loss.item()} at epoch {epoch + 1}, batch {num_batches + 1} "
+                    f"(terms: { {name: float(value) for name, value in terms.items()} }); lower --train.lr "
+                    "or lambda, or check the input data for NaN values"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

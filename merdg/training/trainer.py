@@ -12,7 +12,7 @@ import ray.train
 from ray.train import CheckpointConfig, DataConfig, LoggingConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from merdg.config import JobConfig, MERConfig
+from merdg.config import ConfigError, JobConfig, MERConfig
 from merdg.data.pipeline import read_decoded
 from merdg.training.loop import eval_dataset_name, train_loop_per_worker
 
@@ -51,6 +51,33 @@ def size_workers(job: JobConfig, cluster_cpus: float) -> WorkerResources:
     return WorkerResources(cpus_per_worker=cpus, gpus_per_worker=1.0 if train.use_gpu else 0.0)
 
 
+def check_feasible(job: JobConfig, resources: WorkerResources, cluster: dict[str, float], *, fixed: bool) -> None:
+    """Raise ``ConfigError`` when one trial's workers can never be placed on ``cluster``.
+
+    Ray waits forever for an infeasible request, so a job on a cluster that cannot grow
+    (``fixed``, a local instance) is checked before it starts. An autoscaling cluster may add the
+    resources later, so there a shortfall is only logged.
+    """
+    problems = []
+    gpus_needed = resources.gpus_per_worker * job.train.num_workers
+    if gpus_needed > cluster.get("GPU", 0.0):
+        problems.append(f"{gpus_needed:g} GPUs for --train.use_gpu with {job.train.num_workers} workers, "
+                        f"but the cluster has {cluster.get('GPU', 0.0):g}")
+    cpus_needed = resources.per_trial_cpus(job.train.num_workers)
+    if cpus_needed > cluster.get("CPU", 0.0):
+        problems.append(f"{cpus_needed:g} CPUs per trial ({job.train.num_workers} workers x "
+                        f"{resources.cpus_per_worker:g} --train.cpus_per_worker), but the cluster has "
+                        f"{cluster.get('CPU', 0.0):g}")
+    if not problems:
+        return
+    message = "; ".join(problems)
+    if fixed:
+        raise ConfigError(f"the training workers do not fit this machine: {message}. Lower --train.num_workers "
+                          "or --train.cpus_per_worker, or set --train.use_gpu false")
+    logger.warning("the training workers do not fit the cluster's current resources (%s); "
+                   "trials wait until the autoscaler adds nodes", message)
+
+
 def max_concurrent_trials(job: JobConfig, resources: WorkerResources, cluster_cpus: float) -> int:
     """Return how many trials may run at once without taking the CPUs reserved for Ray Data."""
     per_trial = resources.per_trial_cpus(job.train.num_workers)
@@ -71,7 +98,8 @@ def split_exactly(dataset: ray.data.Dataset, num_parts: int) -> list[ray.data.Da
     """
     materialized = dataset.materialize()
     count = materialized.count()
-    indices = [round(part * count / num_parts) for part in range(1, num_parts)]
+    sizes = [count // num_parts + (1 if part < count % num_parts else 0) for part in range(num_parts)]
+    indices = [sum(sizes[: part + 1]) for part in range(num_parts - 1)]
     return materialized.split_at_indices(indices) if indices else [materialized]
 
 

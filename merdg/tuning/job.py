@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +14,14 @@ import ray.data
 import yaml
 
 from merdg.config import ConfigError, JobConfig
+from merdg.data.clips import DatasetError
 from merdg.data.datasets import DatasetInfo, load_dataset
 from merdg.data.pipeline import DecodeCacheResult, build_decode_cache
-from merdg.entropy import ESTIMATORS
+from merdg.entropy import ESTIMATORS, build_estimator
 from merdg.methods import HOST_METHODS
 from merdg.selection import SELECTION_METHODS
 from merdg.tracking import Tracker, default_tracking_uri
-from merdg.training.trainer import max_concurrent_trials, size_workers
+from merdg.training.trainer import check_feasible, max_concurrent_trials, size_workers
 from merdg.tuning.results import TargetResult, results_csv, results_markdown
 from merdg.tuning.space import load_space
 from merdg.tuning.sweep import TargetPlan, leave_one_out, tune_target
@@ -100,27 +102,60 @@ def validate_job(job: JobConfig) -> None:
         raise ConfigError(f"invalid --tune.selection: {job.tune.selection!r}; registered: {sorted(SELECTION_METHODS)}")
     if job.mer.estimator not in ESTIMATORS:
         raise ConfigError(f"invalid --mer.estimator: {job.mer.estimator!r}; registered: {sorted(ESTIMATORS)}")
+    try:
+        build_estimator(job.mer.estimator, **job.mer.estimator_params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"invalid --mer.estimator_params {job.mer.estimator_params}: {error}") from error
+
+
+def make_folder(path: Path, flag: str) -> None:
+    """Create an output folder, or raise ``ConfigError`` naming the flag when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"invalid --{flag}: cannot create the folder {path}: {error.strerror or error}") from error
+
+
+def check_splits(info: DatasetInfo, plans: list[tuple[str, tuple[str, ...]]]) -> None:
+    """Raise ``DatasetError`` when a target's training, validation or target set has no clips."""
+    counts = Counter((clip.domain, clip.split) for clip in info.clips)
+    for target, sources in plans:
+        needed = {
+            "training (source train lists)": sum(counts[(d, "train")] for d in sources),
+            "validation (source test lists)": sum(counts[(d, "test")] for d in sources),
+            f"target {target!r} (its train and test lists)": counts[(target, "train")] + counts[(target, "test")],
+        }
+        empty = [name for name, count in needed.items() if count == 0]
+        if empty:
+            raise DatasetError(
+                f"no clips for the {' and the '.join(empty)} of target {target!r} with sources {list(sources)} "
+                f"in {info.root}; check the split files and --data.domains"
+            )
 
 
 def run_job(job: JobConfig) -> JobResult:
     """Run the whole sweep described by ``job`` and return its results table."""
     started = time.perf_counter()
     validate_job(job)
-    job.output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(job.output_dir, "output_dir")
+    make_folder(job.data.cache_dir, "data.cache_dir")
     space = load_space(job.tune.space)
     tracker = open_tracker(job)
     info = load_dataset(job.data)
     plans = leave_one_out(info.domains, job.tune.targets)
+    check_splits(info, plans)
     selection_label = SELECTION_METHODS[job.tune.selection].label
 
     init_ray(job.ray_address)
     quiet_ray_data()
+    cluster = ray.cluster_resources()
+    cluster_cpus = float(cluster.get("CPU", 1.0))
+    resources = size_workers(job, cluster_cpus)
+    check_feasible(job, resources, cluster, fixed=job.ray_address is None)
+    concurrency = max_concurrent_trials(job, resources, cluster_cpus)
     data = build_decode_cache(info.clips, job.data)
     logger.info("decode cache %s: %d clips, %d decoded now, %d skipped",
                 data.path, data.num_clips, data.num_decoded, len(data.skipped))
-    cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    resources = size_workers(job, cluster_cpus)
-    concurrency = max_concurrent_trials(job, resources, cluster_cpus)
 
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{job.fingerprint()}"
     sweep_run_id = tracker.start_run(

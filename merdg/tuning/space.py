@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from merdg.config import MODALITIES, NORMALIZATIONS, MERConfig
-from merdg.entropy import ESTIMATORS
+from merdg.entropy import ESTIMATORS, build_estimator
 
 
 class SearchSpaceError(ValueError):
@@ -53,6 +53,14 @@ class Distribution:
         if self.kind == "categorical":
             return trial.suggest_categorical(name, list(self.choices))
         return self.value
+
+    def candidates(self) -> tuple[Any, ...]:
+        """Return the values that bound the distribution: its ends, choices or constant."""
+        if self.kind in ("log_uniform", "uniform", "int_uniform"):
+            return (self.low, self.high)
+        if self.kind == "categorical":
+            return self.choices
+        return (self.value,)
 
     def sample_midpoint(self) -> Any:
         """Return a deterministic value inside the distribution (for tests and defaults)."""
@@ -140,7 +148,24 @@ def _parse_estimators(raw: Any, path: str) -> dict[str, dict[str, Distribution]]
         estimators[name] = {
             param: _parse_distribution(dist, f"{path}: estimators.{name}.{param}") for param, dist in params.items()
         }
+        for param, distribution in estimators[name].items():
+            _check_estimator_accepts(name, param, distribution, path)
     return estimators
+
+
+def _check_estimator_accepts(name: str, param: str, distribution: Distribution, path: str) -> None:
+    """Build the estimator at each end or choice of a parameter's distribution, so a bad range fails on load."""
+    for value in distribution.candidates():
+        try:
+            build_estimator(name, **{param: value})
+        except (TypeError, ValueError) as error:
+            raise SearchSpaceError(f"{path}: estimators.{name}.{param}: {name!r} rejects {value!r}: {error}") from None
+
+
+def _check_non_negative(distribution: Distribution, where: str) -> None:
+    for value in distribution.candidates():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SearchSpaceError(f"{where}: values must be numbers >= 0, got {value!r}")
 
 
 def _parse_normalize(raw: Any, path: str) -> Distribution:
@@ -161,8 +186,7 @@ def _parse_modality_weights(raw: Any, path: str) -> dict[str, Distribution]:
         if modality not in MODALITIES:
             raise SearchSpaceError(f"{path}: modality_weights: unknown modality {modality!r}; choose from {list(MODALITIES)}")
         distribution = _parse_distribution(dist, f"{path}: modality_weights.{modality}")
-        if distribution.kind in ("uniform", "log_uniform", "int_uniform") and distribution.low < 0:
-            raise SearchSpaceError(f"{path}: modality_weights.{modality}: 'low' must be >= 0, got {distribution.low}")
+        _check_non_negative(distribution, f"{path}: modality_weights.{modality}")
         weights[modality] = distribution
     return weights
 
@@ -180,8 +204,7 @@ def parse_space(raw: Any, path: str = "<search space>") -> SearchSpace:
             raise SearchSpaceError(f"{path}: missing key {key!r}")
 
     weight = _parse_distribution(raw["lambda"], f"{path}: lambda")
-    if weight.kind in ("log_uniform", "uniform", "int_uniform") and weight.low < 0:
-        raise SearchSpaceError(f"{path}: lambda: 'low' must be >= 0, got {weight.low}")
+    _check_non_negative(weight, f"{path}: lambda")
     estimators = _parse_estimators(raw["estimators"], path)
     normalize = _parse_normalize(raw["normalize"], path) if "normalize" in raw else None
     modality_weights = _parse_modality_weights(raw["modality_weights"], path) if "modality_weights" in raw else None

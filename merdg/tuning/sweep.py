@@ -103,13 +103,13 @@ class TrialProgress(ray.tune.Callback):
         self._log(trial, "FAILED")
 
 
-def _histories(result_grid: ray.tune.ResultGrid) -> tuple[list[TrialHistory], int]:
-    """Return the per-epoch histories of the trials that reported, and the number that failed."""
+def _histories(result_grid: ray.tune.ResultGrid) -> tuple[list[TrialHistory], list[str]]:
+    """Return the per-epoch histories of the trials that reported, and the errors of those that failed."""
     histories = []
-    failed = 0
+    errors = []
     for result in result_grid:
         if result.error is not None:
-            failed += 1
+            errors.append(str(result.error))
             logger.warning("trial %s failed: %s", result.metrics.get("trial_id", "?"), result.error)
         frame = result.metrics_dataframe
         if frame is None or frame.empty or METRIC not in frame:
@@ -117,7 +117,7 @@ def _histories(result_grid: ray.tune.ResultGrid) -> tuple[list[TrialHistory], in
         epochs = frame[["epoch", "val_acc", "target_acc"]].dropna().to_dict("records")
         trial_id = str(result.metrics.get("trial_id", len(histories)))
         histories.append(TrialHistory(trial_id=trial_id, params=dict(result.config), epochs=epochs))
-    return histories, failed
+    return histories, errors
 
 
 def _mark_selected_trial(tracker: Tracker, parent_run_id: str, trial_id: str) -> None:
@@ -188,11 +188,13 @@ def tune_target(job: JobConfig, plan: TargetPlan, space: SearchSpace, tracker: T
     status = "FAILED"
     try:
         tuner = _build_tuner(job, plan, space, tracker, run_id)
-        histories, failed = _histories(tuner.fit())
+        histories, errors = _histories(tuner.fit())
+        failed = len(errors)
         if not histories:
+            first_error = errors[0][-2000:] if errors else "no error was reported"
             raise RuntimeError(
-                f"every trial for target {plan.target!r} failed before reporting an epoch; "
-                f"see the trial errors above and the Ray Tune logs under {job.output_dir / 'tune'}"
+                f"every trial for target {plan.target!r} failed before reporting an epoch. "
+                f"First trial error:\n{first_error}\nRay Tune logs: {job.output_dir / 'tune'}"
             )
         selection = select(histories, job.tune.selection)
         _mark_selected_trial(tracker, run_id, selection.trial_id)
@@ -215,6 +217,8 @@ def tune_target(job: JobConfig, plan: TargetPlan, space: SearchSpace, tracker: T
 def leave_one_out(domains: Sequence[str], targets: Sequence[str] | None) -> list[tuple[str, tuple[str, ...]]]:
     """Return (target, sources) pairs: each target domain against all the other domains."""
     chosen = list(targets) if targets else list(domains)
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"invalid --tune.targets: {chosen} lists a domain twice")
     unknown = [target for target in chosen if target not in domains]
     if unknown:
         raise ConfigError(f"invalid --tune.targets: {unknown} not among the dataset's domains {list(domains)}")

@@ -454,6 +454,22 @@ def test_error_silent_wav(tmp_path):
         decode_audio(silent, AudioDecodeConfig())
 
 
+def test_error_nan_samples_in_float_wav(tmp_path):
+    damaged = tmp_path / "nan.wav"
+    samples = np.sin(np.linspace(0, 200, 16000, dtype=np.float32)) * 0.5
+    samples[::7] = np.nan
+    with av.open(str(damaged), "w", format="wav") as container:
+        stream = container.add_stream("pcm_f32le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = 16000
+        frame.pts = 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with pytest.raises(ClipDecodeError, match="NaN or infinite samples") as caught:
+        decode_audio(damaged, AudioDecodeConfig())
+    assert caught.value.path == str(damaged)
+
+
 def test_error_span_outside_file(shared_data):
     path = shared_data / "opencv-doc-media/cup.mp4"
     with pytest.raises(ClipDecodeError, match="zero decodable frames"):

@@ -222,3 +222,16 @@ def test_read_hac_missing_media_is_not_checked(tmp_path):
 
     assert len(clips) == 1
     assert not Path(clips[0].video).exists()
+
+
+def test_read_split_csv_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfclip_a.mp4,2\r\nclip_b.mp4,3\r\n")
+    assert read_split_csv(path, 7) == [("clip_a.mp4", 2, 1), ("clip_b.mp4", 3, 2)]
+
+
+def test_read_split_csv_empty_file_warns(tmp_path, caplog):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    assert read_split_csv(path, 7) == []
+    assert "lists no clips" in caplog.text

@@ -265,3 +265,20 @@ def test_folder_without_marker_is_rebuilt(hac_root, tmp_path, ray_local):
     assert (leftover / MARKER_FILE).is_file()
     assert not (leftover / "part-0.parquet").exists()
     assert len(read_decoded(result.path, domains=["animal"]).take_all()) == 2
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_damaged_cache_is_decoded_again(hac_root, tmp_path, ray_local, damage):
+    clips = [clip for clip in read_hac(hac_root) if clip.domain == "human"]
+    cfg = make_cfg(hac_root, tmp_path / "cache", modalities=["audio"])
+    first = build_decode_cache(clips, cfg)
+    parquet = sorted(first.path.glob("*.parquet"))[0]
+    if damage == "delete":
+        parquet.unlink()
+    else:
+        parquet.write_bytes(parquet.read_bytes()[:100])
+
+    second = build_decode_cache(clips, cfg)
+
+    assert second.num_decoded == 2
+    assert len(read_decoded(second.path, domains=["human"]).take_all()) == 2

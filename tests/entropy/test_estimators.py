@@ -59,6 +59,8 @@ def test_logdet_ablation_weights_select_one_term():
         build_estimator("logdet", a_marg=0.0, a_spec=0.0)
     with pytest.raises(ValueError, match="terms"):
         build_estimator("logdet", terms="neither")
+    with pytest.raises(ValueError, match="gamma"):
+        build_estimator("logdet", gamma=-1.0)
 
 
 def test_logdet_rewards_spread_and_decorrelation():

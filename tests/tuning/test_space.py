@@ -86,7 +86,11 @@ BAD_SPACES = [
     ({"lambda": {"distribution": "constant", "value": 1.0}, "estimators": {"logdet": {}},
       "modality_weights": {"smell": {"distribution": "constant", "value": 1.0}}}, "unknown modality 'smell'"),
     ({"lambda": {"distribution": "constant", "value": 1.0}, "estimators": {"logdet": {}},
-      "modality_weights": {"audio": {"distribution": "uniform", "low": -1.0, "high": 1.0}}}, "must be >= 0"),
+      "modality_weights": {"audio": {"distribution": "uniform", "low": -1.0, "high": 1.0}}}, "must be numbers >= 0"),
+    ({"lambda": {"distribution": "constant", "value": -1.0}, "estimators": {"logdet": {}}}, "must be numbers >= 0"),
+    ({"lambda": {"distribution": "constant", "value": "abc"}, "estimators": {"logdet": {}}}, "must be numbers >= 0"),
+    ({"lambda": {"distribution": "constant", "value": 1.0},
+      "estimators": {"koleo": {"eps": {"distribution": "constant", "value": -5}}}}, "'koleo' rejects -5"),
 ]
 
 
