@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -50,11 +51,28 @@ class JobResult:
         return sum(r.selection.target_acc for r in self.results) / len(self.results)
 
 
+def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast when a 'host:port' Ray address refuses connections (``ray.init`` retries for minutes)."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # 'auto', 'local' or another form that Ray resolves itself.
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"invalid --ray_address: nothing answers at {address} ({error.strerror or error}); start the cluster "
+            "(ray start --head, or ray up cluster.yaml) or omit --ray_address to run on a local Ray instance"
+        ) from error
+
+
 def init_ray(address: str | None) -> None:
     """Connect to the Ray cluster at ``address``, or start a local instance bound to 127.0.0.1."""
     if ray.is_initialized():
         return
     if address:
+        check_ray_address(address)
         ray.init(address=address)
         return
     # A local Ray node listens on all interfaces unless this is set before it starts.

@@ -86,3 +86,11 @@ def test_oversized_cpu_workers_raise_locally_and_warn_on_a_cluster(caplog):
 def test_fitting_workers_pass():
     job = JobConfig()
     check_feasible(job, WorkerResources(cpus_per_worker=0.5, gpus_per_worker=0.0), {"CPU": 2.0}, fixed=True)
+
+
+def test_refused_ray_address_raises():
+    from merdg.tuning.job import check_ray_address
+
+    with pytest.raises(ConfigError, match="--ray_address: nothing answers at 127.0.0.1:1"):
+        check_ray_address("127.0.0.1:1")
+    check_ray_address("auto")
