@@ -35,9 +35,13 @@ def shared_data() -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def ray_local(tmp_path_factory):
-    """A local Ray instance with 2 CPUs on loopback, shared by the tests of a session."""
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance with 2 CPUs on loopback, shared by the tests of one module.
+
+    It is shut down after each module, so that the end-to-end tests, which start Ray in a
+    subprocess, find no other Ray instance on the machine.
+    """
     import ray
 
     if not ray.is_initialized():

@@ -67,6 +67,12 @@ def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
         ) from error
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def init_ray(address: str | None) -> None:
     """Connect to the Ray cluster at ``address``, or start a local instance bound to 127.0.0.1."""
     if ray.is_initialized():
@@ -79,7 +85,16 @@ def init_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Every local Ray process reads Ray Data's logging config from this file at start.
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING_CONFIG))
-    env_vars = {"RAY_DATA_LOGGING_CONFIG": os.environ["RAY_DATA_LOGGING_CONFIG"]}
+    # Ray Train's placement-group cleaner finds its cluster through the state API, which fails
+    # with "Found multiple active Ray instances" when another local Ray runs on the machine; a
+    # trial that ASHA stops then keeps its CPUs and later trials wait forever. The GCS port is
+    # chosen here so that every worker can be given the cluster's address.
+    gcs_port = _free_port()
+    os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)
+    env_vars = {
+        "RAY_DATA_LOGGING_CONFIG": os.environ["RAY_DATA_LOGGING_CONFIG"],
+        "RAY_ADDRESS": f"127.0.0.1:{gcs_port}",
+    }
     ray.init(dashboard_host="127.0.0.1", configure_logging=False, runtime_env={"env_vars": env_vars})
 
 
