@@ -7,9 +7,9 @@ Run from the repository root:
 
 The grid is N in {16, 48, 256, 1024} rows by D in {128, 512, 2304} dimensions; each cell is the
 median over repeats after one warm-up call. The training-step part times one optimizer step of
-the default CPU model (three modalities, batch 48, MER on 128-d projections) with and without the
-MER term (projectors included), alternating the two so that load changes hit both, in a single
-process, and reports MER's share of the step.
+the default CPU model (three modalities, batch 48, MER on 128-d projections) in a single process,
+with and without the MER term and its projectors. The two alternate, so that load changes on the
+machine hit both, and the script reports MER's share of the step.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def estimator_table(rows: tuple[int, ...], dims: tuple[int, ...]) -> str:
 
 
 def training_step(estimator: str | None, batch: int) -> Callable[[], None]:
-    """One forward, backward and Adam step of the default CPU model, with or without MER."""
+    """Return one forward, backward and Adam step of the default CPU model, with or without MER."""
     torch.manual_seed(0)
     modalities = ["video", "audio", "flow"]
     video, flow, audio = VideoDecodeConfig(), FlowDecodeConfig(), AudioDecodeConfig()

@@ -5,10 +5,11 @@ the official MER-DG code, a 128-d projection of each encoder's embedding), norm 
 per-feature normalisation and L_est is an entropy estimator's loss. MER-DG (Yarici and AlRegib,
 ICML 2026) uses the log-determinant estimator, no normalisation, lambda = 3 and w_m = 1.
 
-Under DDP the estimate is either per worker ("local": each worker's batch alone, so lambda's
-effect depends on the per-worker batch size) or over the global batch ("global": features are
-gathered from every worker with an autograd all-gather whose backward sums the gradients, so the
-parameter gradient after DDP's averaging equals the single-process gradient on the whole batch).
+Under DDP the estimate is either per worker or over the global batch. With "local", each
+worker's batch is estimated alone, so lambda's effect depends on the per-worker batch size. With
+"global", features are gathered from every worker with an autograd all-gather whose backward
+sums the gradients. The parameter gradient after DDP's averaging then equals the single-process
+gradient on the whole batch.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class MERRegularizer(nn.Module):
         """Return the per-modality estimator losses and lambda times their weighted sum.
 
         ``masks`` optionally marks, per feature set, the rows to use (False for a sample that
-        lacks that modality); masked rows take no part in normalisation or estimation.
+        lacks that modality). Masked rows take no part in normalisation or estimation.
         """
         if not features:
             raise ValueError("MER needs the features of at least one modality")

@@ -32,7 +32,7 @@ def default_tracking_uri(output_dir: Path) -> str:
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
-    """Fail fast when an HTTP tracking server does not answer.
+    """Fail fast when an HTTP tracking server does not respond.
 
     MLflow's own client retries a refused connection with exponential backoff for minutes; this
     probe of the server's ``/health`` endpoint fails within ``timeout_s`` instead. An HTTP error
@@ -48,7 +48,7 @@ def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
         if error.code < 500:
             return
         raise TrackingError(
-            f"the MLflow tracking server {tracking_uri!r} answered HTTP {error.code} ({error.reason}) at {url}; "
+            f"the MLflow tracking server {tracking_uri!r} responded with HTTP {error.code} ({error.reason}) at {url}; "
             "check the server's log, or omit --tracking.tracking_uri to use a local SQLite store."
         ) from error
     except (urllib.error.URLError, OSError) as error:

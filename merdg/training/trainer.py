@@ -116,7 +116,7 @@ def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: J
     target_set = read_decoded(cache_path, domains=[target], splits=["train", "test"]).select_columns(columns)
     # Split lists are often sorted by class, and workers shuffle only within a small buffer of
     # rows, so the rows are shuffled globally once here.
-    # NOTE: every epoch then sees the same global order up to that buffer's local reshuffling.
+    # NOTE: every epoch then reads the same global order up to that buffer's local reshuffling.
     datasets = {"train": train.random_shuffle(seed=job.train.seed).materialize()}
     for split, dataset in (("val", validation), ("target", target_set)):
         for rank, part in enumerate(split_exactly(dataset, job.train.num_workers)):

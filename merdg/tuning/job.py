@@ -62,7 +62,7 @@ def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
             pass
     except OSError as error:
         raise ConfigError(
-            f"invalid --ray_address: nothing answers at {address} ({error.strerror or error}); start the cluster "
+            f"invalid --ray_address: no Ray cluster responds at {address} ({error.strerror or error}); start the cluster "
             "(ray start --head, or ray up cluster.yaml) or omit --ray_address to run on a local Ray instance"
         ) from error
 
@@ -85,9 +85,9 @@ def init_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Every local Ray process reads Ray Data's logging config from this file at start.
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING_CONFIG))
-    # Ray Train's placement-group cleaner finds its cluster through the state API, which fails
-    # with "Found multiple active Ray instances" when another local Ray runs on the machine; a
-    # trial that ASHA stops then keeps its CPUs and later trials wait forever. The GCS port is
+    # Ray Train's placement-group cleaner finds its cluster through the state API. That fails
+    # with "Found multiple active Ray instances" when another local Ray runs on the machine, and
+    # then a trial that ASHA stops keeps its CPUs, so later trials wait forever. The GCS port is
     # chosen here so that every worker can be given the cluster's address.
     gcs_port = _free_port()
     os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)

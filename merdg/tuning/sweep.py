@@ -5,7 +5,7 @@ estimator parameters) Optuna's TPE sampler proposes; ASHA stops weak trials earl
 validation accuracy. Each trial drives a Ray Train ``TorchTrainer`` (DDP workers). The selected
 configuration's target accuracy is reported with the name of the selection method.
 
-MLflow layout: one run per sweep holds the resolved config, data counts and the results table.
+MLflow layout: one run per sweep has the resolved config, data counts and the results table.
 Under it is one run per target domain, and under each of those one run per trial, written by
 Ray Tune's ``MLflowLoggerCallback`` (params, per-epoch metrics).
 """

@@ -74,7 +74,7 @@ def test_gpu_workers_on_a_cpu_machine_raise():
         check_feasible(job, resources, {"CPU": 2.0}, fixed=True)
 
 
-def test_oversized_cpu_workers_raise_locally_and_warn_on_a_cluster(caplog):
+def test_oversized_cpu_workers(caplog):
     job = JobConfig(train=TrainConfig(cpus_per_worker=4.0))
     resources = WorkerResources(cpus_per_worker=4.0, gpus_per_worker=0.0)
     with pytest.raises(ConfigError, match="--train.cpus_per_worker"):
@@ -91,6 +91,6 @@ def test_fitting_workers_pass():
 def test_refused_ray_address_raises():
     from merdg.tuning.job import check_ray_address
 
-    with pytest.raises(ConfigError, match="--ray_address: nothing answers at 127.0.0.1:1"):
+    with pytest.raises(ConfigError, match="--ray_address: no Ray cluster responds at 127.0.0.1:1"):
         check_ray_address("127.0.0.1:1")
     check_ray_address("auto")
