@@ -166,11 +166,21 @@ class DataConfig:
     """Dataset, decoded modalities, decode settings and cache location."""
 
     dataset: str = "benchmark"
-    """Dataset reader: 'benchmark' (generated on first use) or 'hac' (a HAC-layout tree at --data.root)."""
+    """Dataset reader: 'benchmark' (generated on first use), 'hac' or 'epic' (a tree at --data.root),
+    or 'manifest' (a clip table at --data.manifest)."""
     root: Path | None = None
     """Dataset root. For 'benchmark', where to generate it (default: a folder under the cache dir)."""
     splits_dir: Path | None = None
-    """Folder with the split CSVs (HAC_{train,test}_only_<domain>.csv); default: the dataset root."""
+    """Folder with the split files (HAC_{train,test}_only_<domain>.csv for 'hac', D{1,2,3}_{train,test}.pkl
+    for 'epic'); default: the dataset root."""
+    epic_layout: str = "frames"
+    """Media layout of an 'epic' tree: 'frames' (JPEG frame folders and a wav per video) or 'segments'
+    (an mp4 per action segment)."""
+    manifest: Path | None = None
+    """Clip table (.csv or .parquet) for --data.dataset manifest; relative media paths in it are
+    resolved against its folder."""
+    class_names: list[str] | None = None
+    """Class names of a 'manifest' dataset, indexed by label; default: the labels as text."""
     domains: list[str] | None = None
     """Domains to use; default: all of the dataset's domains."""
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
@@ -201,6 +211,11 @@ class DataConfig:
             _require(len(set(self.domains)) == len(self.domains), "data.domains", f"{self.domains} lists a domain twice")
         self.root = Path(self.root) if self.root is not None else None
         self.splits_dir = Path(self.splits_dir) if self.splits_dir is not None else None
+        self.manifest = Path(self.manifest) if self.manifest is not None else None
+        _require(self.epic_layout in ("frames", "segments"), "data.epic_layout",
+                 f"unknown layout {self.epic_layout!r}; choose from ['frames', 'segments']")
+        if self.class_names is not None:
+            _require(len(self.class_names) >= 2, "data.class_names", f"{self.class_names}: at least 2 classes")
         self.cache_dir = Path(self.cache_dir)
 
 

@@ -6,8 +6,12 @@ downstream of the readers does not depend on file layouts.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 
 class DatasetError(ValueError):
@@ -27,10 +31,21 @@ class ClipDecodeError(RuntimeError):
 class Clip:
     """One labelled clip and the files its modalities are decoded from.
 
-    Paths are absolute. ``flow_x`` and ``flow_y`` are each a video file or an image-sequence
-    pattern such as ``.../u/frame_%010d.jpg``. ``audio`` is a wav file or any container with an
-    audio stream. ``start`` and ``end`` (seconds) delimit the action; None means the whole file.
-    ``source`` and ``row`` name the split file line the clip came from, for error messages.
+    Paths are absolute. ``video``, ``flow_x`` and ``flow_y`` are each a video file or an
+    image-sequence pattern such as ``.../u/frame_%010d.jpg``. ``audio`` is a wav file or any
+    container with an audio stream. ``start`` and ``end`` (seconds) delimit the action; None
+    means the whole file. ``audio_start`` and ``audio_end``, when set, replace them for the audio
+    track, for a dataset whose audio is one file per video beside clips cut into segment files.
+    ``video_start_frame`` and ``video_stop_frame`` (and the ``flow_``
+    pair) delimit it in an image sequence instead: the first and last image index on disk,
+    both included, as EPIC-Kitchens numbers its frames. ``source`` and ``row`` name the split
+    file line the clip came from, for error messages.
+
+    Values from Ray Data or pandas rows are normalised on construction: NumPy scalars become
+    Python numbers, NaN becomes None and frame indices become ints.
+
+    Raises:
+        ValueError: a frame span has only one end, a negative index, or ends before it starts.
     """
 
     clip_id: str
@@ -43,12 +58,49 @@ class Clip:
     flow_y: str | None = None
     start: float | None = None
     end: float | None = None
+    audio_start: float | None = None
+    audio_end: float | None = None
+    video_start_frame: int | None = None
+    video_stop_frame: int | None = None
+    flow_start_frame: int | None = None
+    flow_stop_frame: int | None = None
     source: str = ""
     row: int = 0
+
+    def __post_init__(self) -> None:
+        for clip_field in dataclasses.fields(self):
+            value = getattr(self, clip_field.name)
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            if clip_field.name.endswith("_frame") and value is not None:
+                value = int(value)
+            object.__setattr__(self, clip_field.name, value)
+        for modality in ("video", "flow"):
+            span = self.frame_span(modality)
+            first = getattr(self, f"{modality}_start_frame")
+            last = getattr(self, f"{modality}_stop_frame")
+            if span is None and (first is not None or last is not None):
+                raise ValueError(f"clip {self.clip_id}: {modality} frame span needs both ends, got [{first}, {last}]")
+            if span is not None and not 0 <= span[0] <= span[1]:
+                raise ValueError(f"clip {self.clip_id}: invalid {modality} frame span [{span[0]}, {span[1]}]")
 
     def to_row(self) -> dict[str, Any]:
         """Return the clip as a flat dict (a Ray Data row)."""
         return asdict(self)
+
+    def frame_span(self, modality: str) -> tuple[int, int] | None:
+        """Return the (first, last) image index of a modality's image sequence, or None."""
+        first = getattr(self, f"{modality}_start_frame")
+        last = getattr(self, f"{modality}_stop_frame")
+        return (first, last) if first is not None and last is not None else None
+
+    def audio_span(self) -> tuple[float | None, float | None]:
+        """Return the (start, end) seconds of the audio track's span."""
+        if self.audio_start is not None or self.audio_end is not None:
+            return self.audio_start, self.audio_end
+        return self.start, self.end
 
     def paths(self, modality: str) -> list[str]:
         """Return the files a modality is decoded from (empty when the clip has none)."""

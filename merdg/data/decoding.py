@@ -324,11 +324,23 @@ def _decode_sampled_frames(
     end: float | None,
     convert: Callable[[av.VideoFrame], np.ndarray],
     sequence_rate: float | None = None,
+    frames: tuple[int, int] | None = None,
 ) -> _SampledFrames:
-    """Decode a span and return the centre-sampled frames (converted) and the span length."""
+    """Decode a span and return the centre-sampled frames (converted) and the span length.
+
+    ``frames`` (first and last image index, both included) selects the span of an image
+    sequence directly and takes precedence over ``start`` and ``end`` there.
+    """
     _check_span(path, start, end)
     if _is_sequence_pattern(path):
+        if frames is not None:
+            return _decode_indexed_images(path, num_frames, stride, frames, convert)
         return _decode_sequence_frames(path, num_frames, stride, start, end, convert, sequence_rate)
+    if frames is not None:
+        raise ClipDecodeError(
+            path, f"a frame span {list(frames)} is given for a video file; frame spans select images of an "
+            "image sequence (a path with a %d field), so give a video file's span as start and end in seconds"
+        )
     return _decode_file_frames(path, num_frames, stride, start, end, convert)
 
 
@@ -405,17 +417,84 @@ def _decode_sequence_frames(
     return _SampledFrames(frames=[converted[i] for i in indices], num_available=count)
 
 
+_IMAGE_CODECS = {".jpg": "mjpeg", ".jpeg": "mjpeg", ".png": "png", ".bmp": "bmp"}
+
+
+def _decode_indexed_images(
+    pattern: str,
+    num_frames: int,
+    stride: int,
+    frames: tuple[int, int],
+    convert: Callable[[av.VideoFrame], np.ndarray],
+) -> _SampledFrames:
+    """Sample the images ``frames[0]`` to ``frames[1]`` (both included) of an image sequence.
+
+    Only the sampled images are read. Each is decoded on its own with the image codec that its
+    extension names, without a demuxer, which is what makes frame-layout datasets fast to read.
+    """
+    first, last = frames
+    count = last - first + 1
+    indices = sample_frame_indices(count, num_frames, stride)
+    codec_name = _IMAGE_CODECS.get(os.path.splitext(pattern)[1].lower())
+    codec = av.CodecContext.create(codec_name, "r") if codec_name else None
+
+    converted: dict[int, np.ndarray] = {}
+    for index in sorted(set(indices)):
+        image_path = pattern % (first + index)
+        converted[index] = _decode_image(image_path, codec, convert, pattern, frames)
+    return _SampledFrames(frames=[converted[i] for i in indices], num_available=count)
+
+
+def _decode_image(
+    path: str,
+    codec: av.CodecContext | None,
+    convert: Callable[[av.VideoFrame], np.ndarray],
+    pattern: str,
+    frames: tuple[int, int],
+) -> np.ndarray:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise ClipDecodeError(
+            path, f"missing frame: the span [{frames[0]}, {frames[1]}] of {pattern} needs this image"
+        ) from None
+    except OSError as exc:
+        raise ClipDecodeError(path, f"cannot read the image: {exc}") from None
+    if not data:
+        raise ClipDecodeError(path, "undecodable image: the file is empty (0 bytes)")
+    if codec is not None and codec.name == "mjpeg" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        # FFmpeg's JPEG decoder returns a cut file's missing rows as grey without an error.
+        raise ClipDecodeError(
+            path, "undecodable image: no JPEG end-of-image marker, so the file is truncated or not a JPEG"
+        )
+    try:
+        if codec is not None:
+            # Image codecs return the frame of a packet at once, so the codec is never flushed
+            # (a flushed codec accepts no more packets) and serves every image of the clip.
+            decoded = codec.decode(av.Packet(data))
+            if decoded:
+                return convert(decoded[0])
+        with av.open(path) as container:
+            return convert(next(container.decode(video=0)))
+    except (*_PYAV_ERRORS, StopIteration) as exc:
+        raise ClipDecodeError(path, f"undecodable image: {exc or 'no frame'}") from None
+
+
 def decode_video(
     path: str | os.PathLike,
     cfg: VideoDecodeConfig,
     start: float | None = None,
     end: float | None = None,
+    *,
+    frames: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Decode ``cfg.num_frames`` RGB frames sampled around the centre of a clip's span.
 
     ``start`` and ``end`` are seconds from the start of the file. The span is [start, end),
-    the whole file when both are None. Frames are resized so the short side is
-    ``cfg.frame_size`` and centre-cropped.
+    the whole file when both are None. For an image-sequence pattern, ``frames`` gives the
+    span as the first and last image index instead (both included). Frames are resized so the
+    short side is ``cfg.frame_size`` and centre-cropped.
 
     Returns:
         uint8 array of shape (num_frames, frame_size, frame_size, 3).
@@ -428,6 +507,7 @@ def decode_video(
         start,
         end,
         lambda frame: _resize_and_crop(frame, size, "rgb24"),
+        frames=frames,
     )
     return np.stack(sampled.frames).astype(np.uint8, copy=False)
 
@@ -440,6 +520,7 @@ def decode_flow(
     end: float | None = None,
     *,
     sequence_rate: float | None = None,
+    frames: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Decode stored optical flow (x and y components) into a 2-channel clip.
 
@@ -447,7 +528,8 @@ def decode_flow(
     ``.../x_%05d.jpg``, whose first index is found on disk. The two components are sampled like
     video frames and must have the same number of frames in the span. ``sequence_rate`` is the
     frame rate (Hz) that converts ``start`` and ``end`` to image indices, and None means 25 Hz
-    (the image2 demuxer's default).
+    (the image2 demuxer's default). For image sequences, ``frames`` gives the span as the first
+    and last flow image index instead (both included).
 
     Returns:
         uint8 array of shape (num_frames, frame_size, frame_size, 2), x then y on the last axis.
@@ -458,8 +540,8 @@ def decode_flow(
     def to_gray(frame: av.VideoFrame) -> np.ndarray:
         return _resize_and_crop(frame, size, "gray")
 
-    x = _decode_sampled_frames(x_path, cfg.num_frames, cfg.frame_stride, start, end, to_gray, sequence_rate)
-    y = _decode_sampled_frames(y_path, cfg.num_frames, cfg.frame_stride, start, end, to_gray, sequence_rate)
+    x = _decode_sampled_frames(x_path, cfg.num_frames, cfg.frame_stride, start, end, to_gray, sequence_rate, frames)
+    y = _decode_sampled_frames(y_path, cfg.num_frames, cfg.frame_stride, start, end, to_gray, sequence_rate, frames)
     if x.num_available != y.num_available:
         raise ClipDecodeError(
             y_path,
@@ -646,15 +728,19 @@ def decode_clip(clip: Clip, modalities: Sequence[str], cfg: DataConfig) -> dict[
         if modality == "video":
             if not clip.video:
                 raise ClipDecodeError(clip.clip_id, "video requested but the clip has no video path")
-            decoded["video"] = decode_video(clip.video, cfg.video, clip.start, clip.end)
+            decoded["video"] = decode_video(
+                clip.video, cfg.video, clip.start, clip.end, frames=clip.frame_span("video")
+            )
         elif modality == "audio":
             if not clip.audio:
                 raise ClipDecodeError(clip.clip_id, "audio requested but the clip has no audio path")
-            decoded["audio"] = decode_audio(clip.audio, cfg.audio, clip.start, clip.end)
+            decoded["audio"] = decode_audio(clip.audio, cfg.audio, *clip.audio_span())
         elif modality == "flow":
             if not clip.flow_x or not clip.flow_y:
                 raise ClipDecodeError(clip.clip_id, "flow requested but the clip lacks a flow_x or flow_y path")
-            decoded["flow"] = decode_flow(clip.flow_x, clip.flow_y, cfg.flow, clip.start, clip.end)
+            decoded["flow"] = decode_flow(
+                clip.flow_x, clip.flow_y, cfg.flow, clip.start, clip.end, frames=clip.frame_span("flow")
+            )
         else:
             raise ValueError(f"unknown modality {modality!r}; choose from video, audio, flow")
     return decoded

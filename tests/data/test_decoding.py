@@ -577,3 +577,60 @@ def test_flow_sequence_reads_span_only(shared_data, tmp_path):
 
     expected = np.stack([stored[k % 5] for k in (22, 24, 26)])
     np.testing.assert_array_equal(flow, expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Image sequences selected by frame span
+
+
+def test_frame_span_matches_demuxer_path(shared_data):
+    images = shared_data / IMAGES
+    cfg = VideoDecodeConfig(num_frames=8, frame_stride=2, frame_size=32)
+    by_span = decode_video(images / "img_%05d.jpg", cfg, frames=(1, 10))
+    by_demuxer = decode_video(images / "img_%05d.jpg", cfg)
+    np.testing.assert_array_equal(by_span, by_demuxer)
+
+
+def test_frame_span_selects_images(shared_data):
+    images = shared_data / IMAGES
+    whole = decode_flow(images / "x_%05d.jpg", images / "y_%05d.jpg", FlowDecodeConfig(5, 1, 32))
+    part = decode_flow(images / "x_%05d.jpg", images / "y_%05d.jpg", FlowDecodeConfig(3, 1, 32), frames=(2, 4))
+    np.testing.assert_array_equal(part, whole[1:4])
+
+
+def test_frame_span_short_span_loops(shared_data):
+    images = shared_data / IMAGES
+    whole = decode_flow(images / "x_%05d.jpg", images / "y_%05d.jpg", FlowDecodeConfig(5, 1, 32))
+    # Two images (4 and 5) under a 4-frame window at stride 1 loop as 4, 5, 4, 5.
+    looped = decode_flow(images / "x_%05d.jpg", images / "y_%05d.jpg", FlowDecodeConfig(4, 1, 32), frames=(4, 5))
+    np.testing.assert_array_equal(looped, whole[[3, 4, 3, 4]])
+
+
+def test_frame_span_rejected_for_video_file(shared_data):
+    with pytest.raises(ClipDecodeError, match="frame span .* is given for a video file"):
+        decode_video(shared_data / "opencv-doc-media" / "box.mp4", VideoDecodeConfig(4, 1, 32), frames=(1, 4))
+
+
+def test_frame_span_missing_image(shared_data, tmp_path):
+    folder = copy_sequence(shared_data, tmp_path / "flow", "x", [1, 2, 3, 4, 5])
+    with pytest.raises(ClipDecodeError, match=r"missing frame: the span \[3, 9\]") as caught:
+        decode_video(folder / "x_%05d.jpg", VideoDecodeConfig(7, 1, 32), frames=(3, 9))
+    assert caught.value.path == str(folder / "x_00006.jpg")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a jpeg at all" * 10], ids=["empty", "garbage"])
+def test_frame_span_undecodable_image(shared_data, tmp_path, content):
+    folder = copy_sequence(shared_data, tmp_path / "flow", "x", [1, 2, 3, 4, 5])
+    (folder / "x_00003.jpg").write_bytes(content)
+    with pytest.raises(ClipDecodeError, match="undecodable image") as caught:
+        decode_video(folder / "x_%05d.jpg", VideoDecodeConfig(5, 1, 32), frames=(1, 5))
+    assert caught.value.path == str(folder / "x_00003.jpg")
+
+
+def test_frame_span_truncated_image(shared_data, tmp_path):
+    folder = copy_sequence(shared_data, tmp_path / "rgb", "x", [1, 2, 3])
+    data = (folder / "x_00002.jpg").read_bytes()
+    (folder / "x_00002.jpg").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ClipDecodeError, match="file is truncated") as caught:
+        decode_video(folder / "x_%05d.jpg", VideoDecodeConfig(3, 1, 32), frames=(1, 3))
+    assert caught.value.path == str(folder / "x_00002.jpg")
