@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from merdg.config import DataConfig
 from merdg.data.clips import Clip, DatasetError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +64,58 @@ def load_hac(cfg: DataConfig) -> DatasetInfo:
     domains = _check_domains(cfg.domains, HAC_DOMAINS, root)
     clips = read_hac(root, domains=domains, splits_dir=cfg.splits_dir, num_classes=len(HAC_CLASSES))
     return DatasetInfo("hac", root, domains, tuple(HAC_CLASSES), clips)
+
+
+@register_dataset("epic")
+def load_epic(cfg: DataConfig) -> DatasetInfo:
+    """Read an EPIC-Kitchens tree with the MM-SADA splits (D1, D2, D3; 8 verbs) at ``cfg.root``."""
+    from merdg.data.epic import EPIC_CLASSES, EPIC_DOMAINS, read_epic
+
+    if cfg.root is None:
+        raise DatasetError(
+            "--data.root is required for --data.dataset epic (the folder holding rgb/ and flow/, "
+            "or video/, flow/ and audio/ with --data.epic_layout segments)"
+        )
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DatasetError(f"EPIC-Kitchens root not found: {root}; set --data.root to the dataset folder")
+    domains = _check_domains(cfg.domains, EPIC_DOMAINS, root)
+    clips = read_epic(root, domains=domains, splits_dir=cfg.splits_dir, layout=cfg.epic_layout)
+    return DatasetInfo("epic", root, domains, tuple(EPIC_CLASSES), clips)
+
+
+@register_dataset("manifest")
+def load_manifest(cfg: DataConfig) -> DatasetInfo:
+    """Read the clip table at ``cfg.manifest`` (CSV or Parquet) as a dataset."""
+    from merdg.data.manifest import manifest_domains, read_manifest
+
+    if cfg.manifest is None:
+        raise DatasetError(
+            "--data.manifest is required for --data.dataset manifest (a .csv or .parquet clip table)"
+        )
+    all_clips = read_manifest(cfg.manifest)
+    available = manifest_domains(all_clips)
+    domains = _check_domains(cfg.domains, available, Path(cfg.manifest))
+    clips = [clip for clip in all_clips if clip.domain in domains]
+    num_classes = max(clip.label for clip in all_clips) + 1 if all_clips else 0
+    if cfg.class_names is not None:
+        if num_classes > len(cfg.class_names):
+            worst = max(all_clips, key=lambda clip: clip.label)
+            raise DatasetError(
+                f"{worst.source}, row {worst.row}: label {worst.label} is outside [0, {len(cfg.class_names)}) "
+                f"given by --data.class_names; fix the label or list more class names"
+            )
+        class_names = tuple(cfg.class_names)
+    else:
+        class_names = tuple(str(label) for label in range(num_classes))
+    if len(class_names) < 2:
+        raise DatasetError(
+            f"manifest {cfg.manifest}: its labels give {len(class_names)} class; at least 2 are needed"
+        )
+    unused = sorted(set(range(len(class_names))) - {clip.label for clip in all_clips})
+    if unused:
+        logger.warning("manifest %s: no clip has the label(s) %s", cfg.manifest, unused)
+    return DatasetInfo("manifest", Path(cfg.manifest).parent, domains, class_names, clips)
 
 
 @register_dataset("benchmark")
