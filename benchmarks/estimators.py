@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from merdg.config import AudioDecodeConfig, FlowDecodeConfig, ModelConfig, VideoDecodeConfig
+from merdg.config import DataConfig, ModelConfig
 from merdg.entropy import ESTIMATORS, build_estimator
 from merdg.methods import build_method
 from merdg.models import MultimodalModel
@@ -68,10 +68,11 @@ def training_step(estimator: str | None, batch: int) -> Callable[[], None]:
     """Return one forward, backward and Adam step of the default CPU model, with or without MER."""
     torch.manual_seed(0)
     modalities = ["video", "audio", "flow"]
-    video, flow, audio = VideoDecodeConfig(), FlowDecodeConfig(), AudioDecodeConfig()
+    data = DataConfig()
+    video, flow, audio = data.video, data.flow, data.audio
     inputs = {
-        "video": torch.randn(batch, 3, video.num_frames, video.frame_size, video.frame_size),
-        "flow": torch.randn(batch, 2, flow.num_frames, flow.frame_size, flow.frame_size),
+        "video": torch.randn(batch, 3, video.num_frames, video.crop_size, video.crop_size),
+        "flow": torch.randn(batch, 2, flow.num_frames, flow.crop_size, flow.crop_size),
         "audio": torch.randn(batch, 1, *audio.spectrogram_shape),
     }
     labels = torch.randint(0, 5, (batch,))

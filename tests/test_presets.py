@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from merdg.cli import parse_job
+from merdg.config import AudioDecodeConfig, FlowDecodeConfig, VideoDecodeConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -18,3 +19,11 @@ def test_config_parses(path):
     job = parse_job(["--config", str(path)], prog="tune_all_domains.py")
     assert job.data.modalities
     assert job.tune.num_trials >= 1
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_clips_follow_paper_protocol(path):
+    job = parse_job(["--config", str(path)], prog="tune_all_domains.py")
+    assert job.data.video == VideoDecodeConfig()
+    assert job.data.flow == FlowDecodeConfig()
+    assert job.data.audio == AudioDecodeConfig()

@@ -120,7 +120,7 @@ def test_cache_key_changes(hac_root, tmp_path):
 
     assert cache_key(clips, make_cfg(hac_root, tmp_path)) == key
     assert cache_key(list(reversed(clips)), cfg) == key
-    assert cache_key(clips, make_cfg(hac_root, tmp_path, video=VideoDecodeConfig(frame_size=48))) != key
+    assert cache_key(clips, make_cfg(hac_root, tmp_path, video=VideoDecodeConfig(frame_size=48, crop_size=48))) != key
     assert cache_key(clips, make_cfg(hac_root, tmp_path, audio=AudioDecodeConfig(nperseg=512, noverlap=256))) != key
     assert cache_key(clips, make_cfg(hac_root, tmp_path, modalities=["video", "audio"])) != key
     assert cache_key(clips[:-1], cfg) != key
@@ -156,7 +156,8 @@ def test_cache_key_tracks_source_files(shared_data, tmp_path):
 def test_changed_parameter_builds_new_cache(built, hac_root):
     cfg, clips, result = built
     audio_only = make_cfg(hac_root, cfg.cache_dir, modalities=["audio"])
-    smaller = make_cfg(hac_root, cfg.cache_dir, modalities=["audio"], audio=AudioDecodeConfig(nperseg=128, noverlap=64))
+    smaller = make_cfg(hac_root, cfg.cache_dir, modalities=["audio"],
+                       audio=AudioDecodeConfig(num_samples=16000, nperseg=128, noverlap=64))
 
     first = build_decode_cache(clips, audio_only)
     second = build_decode_cache(clips, smaller)
