@@ -20,7 +20,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from merdg.config import JobConfig, MERConfig
+from merdg.config import DataConfig, JobConfig, MERConfig
 from merdg.data.transforms import prepare_inputs
 from merdg.entropy import build_estimator
 from merdg.methods import build_method
@@ -45,7 +45,7 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 @torch.no_grad()
-def _evaluate(model: MultimodalModel, dataset_name: str, modalities: list[str], batch_size: int,
+def _evaluate(model: MultimodalModel, dataset_name: str, data: DataConfig, batch_size: int,
               device: torch.device) -> tuple[float, float]:
     """Return (correct, count) of the worker's part of an evaluation set."""
     shard = ray.train.get_dataset_shard(dataset_name)
@@ -53,7 +53,7 @@ def _evaluate(model: MultimodalModel, dataset_name: str, modalities: list[str], 
     correct = 0.0
     count = 0.0
     for batch in shard.iter_torch_batches(batch_size=batch_size, device=device):
-        inputs = prepare_inputs(batch, modalities, train=False)
+        inputs = prepare_inputs(batch, data.modalities, data, train=False)
         predictions = model(inputs).logits.argmax(dim=1)
         correct += float((predictions == batch["label"]).sum())
         count += float(batch["label"].numel())
@@ -138,7 +138,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             local_shuffle_seed=job.train.seed * 100003 + epoch * world_size + rank,
             device=device,
         ):
-            inputs = prepare_inputs(batch, modalities, train=True, generator=augment_generator)
+            inputs = prepare_inputs(batch, modalities, job.data, train=True, generator=augment_generator)
             output = model(inputs)
             terms = method.loss_terms(output, batch["label"])
             loss = torch.stack(list(terms.values())).sum()
@@ -166,7 +166,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {f"train_{name}": total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1])}
         evaluation = []
         for split in ("val", "target"):
-            evaluation.extend(_evaluate(module, eval_dataset_name(split, rank), modalities, batch_size, device))
+            evaluation.extend(_evaluate(module, eval_dataset_name(split, rank), job.data, batch_size, device))
         val_correct, val_count, target_correct, target_count = _all_reduce_sum(evaluation, device)
         metrics.update(
             epoch=epoch + 1,
