@@ -1,9 +1,11 @@
 """The Ray Train worker loop: one DDP process of one training run.
 
 Each worker reads its shard of the cached training set and computes the host method's loss
-terms plus MER's. After every epoch it evaluates its own part of the source validation set and
-of the target set. Correct counts are summed over workers, so every worker reports the same
-accuracy.
+terms plus MER's. After every epoch it evaluates its own part of each evaluation set: the source
+domains' test lists, the target's train list and the target's test list. Correct counts are
+summed over workers, so every worker reports the same accuracies: ``val_acc`` (source test
+lists), ``target_acc`` (the target's train and test lists together, as the HAC peers evaluate)
+and ``target_test_acc`` (the target's test list alone, as the EPIC peers evaluate).
 """
 
 from __future__ import annotations
@@ -31,10 +33,33 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "state.pt"
 
+EVAL_SETS = ("val", "target_train", "target_test")
+"""Evaluation sets: the source domains' test lists, the target's train list, the target's test list."""
+
 
 def eval_dataset_name(split: str, rank: int) -> str:
-    """Name of a worker's part of an evaluation set ('val' or 'target') among the trainer's datasets."""
+    """Name of a worker's part of an evaluation set (one of ``EVAL_SETS``) among the trainer's datasets."""
     return f"{split}_{rank}"
+
+
+def accuracy_metrics(counts: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Turn summed (correct, count) pairs of ``EVAL_SETS`` into the reported accuracies (%) and counts.
+
+    ``target_acc`` pools the target's train and test lists, ``target_test_acc`` uses its test list
+    alone. An empty set reports an accuracy of 0.
+    """
+    val_correct, val_count = counts["val"]
+    test_correct, test_count = counts["target_test"]
+    target_correct = counts["target_train"][0] + test_correct
+    target_count = counts["target_train"][1] + test_count
+    return {
+        "val_acc": 100.0 * val_correct / max(val_count, 1.0),
+        "target_acc": 100.0 * target_correct / max(target_count, 1.0),
+        "target_test_acc": 100.0 * test_correct / max(test_count, 1.0),
+        "val_count": val_count,
+        "target_count": target_count,
+        "target_test_count": test_count,
+    }
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -165,15 +190,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         totals = _all_reduce_sum([sums[name] for name in names] + [float(num_batches)], device)
         metrics = {f"train_{name}": total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1])}
         evaluation = []
-        for split in ("val", "target"):
+        for split in EVAL_SETS:
             evaluation.extend(_evaluate(module, eval_dataset_name(split, rank), job.data, batch_size, device))
-        val_correct, val_count, target_correct, target_count = _all_reduce_sum(evaluation, device)
-        metrics.update(
-            epoch=epoch + 1,
-            val_acc=100.0 * val_correct / max(val_count, 1.0),
-            target_acc=100.0 * target_correct / max(target_count, 1.0),
-            val_count=val_count,
-            target_count=target_count,
-            epoch_time_s=time.perf_counter() - started,
-        )
+        totals = _all_reduce_sum(evaluation, device)
+        counts = {split: (totals[2 * index], totals[2 * index + 1]) for index, split in enumerate(EVAL_SETS)}
+        metrics.update(accuracy_metrics(counts))
+        metrics.update(epoch=epoch + 1, epoch_time_s=time.perf_counter() - started)
         _report_epoch(module, optimizer, epoch + 1, metrics, rank)

@@ -14,7 +14,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from merdg.config import ConfigError, JobConfig, MERConfig
 from merdg.data.pipeline import read_decoded
-from merdg.training.loop import eval_dataset_name, train_loop_per_worker
+from merdg.training.loop import EVAL_SETS, eval_dataset_name, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -107,21 +107,26 @@ def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: J
     """Return the trainer's datasets, materialized: source train lists and per-worker evaluation parts.
 
     Training reads the source domains' train lists. Validation reads the source domains' test
-    lists; the target is evaluated on its train and test lists together. Each evaluation set is
-    split into one exact part per worker ('val_0', 'val_1', ...); only 'train' is split by Ray.
+    lists. The target's train and test lists are evaluated as two sets, so that the loop can
+    report the accuracy on both together and on the test list alone. Each evaluation set is split
+    into one exact part per worker ('val_0', 'val_1', ...); only 'train' is split by Ray.
     """
     columns = [*job.data.modalities, "label"]
     train = read_decoded(cache_path, domains=list(sources), splits=["train"]).select_columns(columns)
     validation = read_decoded(cache_path, domains=list(sources), splits=["test"]).select_columns(columns)
-    target_set = read_decoded(cache_path, domains=[target], splits=["train", "test"]).select_columns(columns)
+    target_train = read_decoded(cache_path, domains=[target], splits=["train"]).select_columns(columns)
+    target_test = read_decoded(cache_path, domains=[target], splits=["test"]).select_columns(columns)
     # Split lists are often sorted by class, and workers shuffle only within a small buffer of
     # rows, so the rows are shuffled globally once here.
     # NOTE: every epoch then reads the same global order up to that buffer's local reshuffling.
     datasets = {"train": train.random_shuffle(seed=job.train.seed).materialize()}
-    for split, dataset in (("val", validation), ("target", target_set)):
+    evaluation = dict(zip(EVAL_SETS, (validation, target_train, target_test), strict=True))
+    for split, dataset in evaluation.items():
         for rank, part in enumerate(split_exactly(dataset, job.train.num_workers)):
             datasets[eval_dataset_name(split, rank)] = part
-    empty = [name for name, dataset in datasets.items() if name in ("train", "val_0", "target_0") and dataset.count() == 0]
+    # The target's train list may be empty, but its test list may not, because target_test_acc needs it.
+    required = ("train", eval_dataset_name("val", 0), eval_dataset_name("target_test", 0))
+    empty = [name for name in required if datasets[name].count() == 0]
     if empty:
         raise ValueError(
             f"no rows for {empty} with target {target!r} and sources {list(sources)} in the decode cache {cache_path}; "

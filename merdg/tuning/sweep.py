@@ -3,7 +3,8 @@
 For each target domain, Ray Tune runs ``num_trials`` trials whose MER settings (lambda, estimator,
 estimator parameters) Optuna's TPE sampler proposes; ASHA stops weak trials early on source
 validation accuracy. Each trial drives a Ray Train ``TorchTrainer`` (DDP workers). The selected
-configuration's target accuracy is reported with the name of the selection method.
+configuration's target accuracies (on the target's train and test lists together, and on its
+test list alone) are reported with the name of the selection method.
 
 MLflow layout: one run per sweep has the resolved config, data counts and the results table.
 Under it is one run per target domain, and under each of those one run per trial, written by
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 METRIC = "val_acc"
 """The metric Optuna and ASHA maximise: accuracy on held-out source-domain data."""
+
+HISTORY_COLUMNS = ("epoch", "val_acc", "target_acc", "target_test_acc")
+"""The per-epoch metrics that model selection reads from each trial."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def _histories(result_grid: ray.tune.ResultGrid) -> tuple[list[TrialHistory], li
         frame = result.metrics_dataframe
         if frame is None or frame.empty or METRIC not in frame:
             continue
-        epochs = frame[["epoch", "val_acc", "target_acc"]].dropna().to_dict("records")
+        epochs = frame[list(HISTORY_COLUMNS)].dropna().to_dict("records")
         trial_id = str(result.metrics.get("trial_id", len(histories)))
         histories.append(TrialHistory(trial_id=trial_id, params=dict(result.config), epochs=epochs))
     return histories, errors
@@ -201,6 +205,7 @@ def tune_target(job: JobConfig, plan: TargetPlan, space: SearchSpace, tracker: T
         tracker.log_metrics(run_id, {
             "selected_val_acc": selection.val_acc,
             "selected_target_acc": selection.target_acc,
+            "selected_target_test_acc": selection.target_test_acc,
             "selected_epoch": selection.epoch,
             "failed_trials": failed,
         })

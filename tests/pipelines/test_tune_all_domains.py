@@ -69,12 +69,14 @@ def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: in
     assert quarantined == (["data/quarantine.csv"] if skipped else [])
     assert [a.path for a in client.list_artifacts(sweep.info.run_id, "results")] == [
         "results/results.csv", "results/results.md"]
+    assert {"mean_target_acc", "mean_target_test_acc"} <= set(sweep.data.metrics)
     target_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
     assert sorted(r.data.tags["merdg.target"] for r in target_runs) == sorted(targets)
     for target_run in target_runs:
         assert target_run.info.status == "FINISHED"
         assert target_run.data.tags["merdg.selection"] == "source-domain validation"
         assert 0.0 <= target_run.data.metrics["selected_target_acc"] <= 100.0
+        assert 0.0 <= target_run.data.metrics["selected_target_test_acc"] <= 100.0
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == target_run.info.run_id]
         assert len(trials) == num_trials
         assert sum(r.data.tags.get("merdg.selected") == "true" for r in trials) == 1
@@ -84,6 +86,7 @@ def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: in
             history = client.get_metric_history(trial.info.run_id, "val_acc")
             assert 1 <= len(history) <= epochs
             assert "target_acc" in trial.data.metrics
+            assert "target_test_acc" in trial.data.metrics
             assert "train_ce" in trial.data.metrics
     return client
 
@@ -99,6 +102,7 @@ def test_main_job_on_generated_benchmark(tmp_path):
     ]
     process = run_main_job(args, tmp_path)
     assert "model selection: source-domain validation" in process.stdout
+    assert "| target_acc | target_test_acc |" in process.stdout
     assert "| retro |" in process.stdout
     assert "| average |" in process.stdout
     check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2)

@@ -13,6 +13,7 @@ import pytest
 from merdg.config import BenchmarkConfig, DataConfig, JobConfig, MERConfig, ModelConfig, TrainConfig, TuneConfig
 from merdg.data.datasets import load_dataset
 from merdg.data.pipeline import build_decode_cache
+from merdg.training.loop import accuracy_metrics
 from merdg.training.trainer import WorkerResources, build_datasets, build_trainer, max_concurrent_trials, size_workers
 
 
@@ -34,6 +35,7 @@ def test_ddp_run_exact_eval_counts(tmp_path, ray_local):
     datasets = build_datasets(cache.path, sources, target, job)
     expected_val = sum(1 for c in info.clips if c.domain in sources and c.split == "test")
     expected_target = sum(1 for c in info.clips if c.domain == target)
+    expected_target_test = sum(1 for c in info.clips if c.domain == target and c.split == "test")
     resources = size_workers(job, cluster_cpus=2.0)
     trainer = build_trainer(job, MERConfig(weight=1.0, estimator="koleo"), datasets, info.num_classes, resources,
                             name="unit", storage_path=job.output_dir)
@@ -42,8 +44,24 @@ def test_ddp_run_exact_eval_counts(tmp_path, ray_local):
     assert metrics["epoch"] == 2
     assert metrics["val_count"] == expected_val
     assert metrics["target_count"] == expected_target
+    assert metrics["target_test_count"] == expected_target_test
+    assert 0 < expected_target_test < expected_target
+    assert 0.0 <= metrics["target_test_acc"] <= 100.0
     assert {"train_ce", "train_mer_video", "train_mer_audio", "train_mer_flow", "train_mer_total"} <= set(metrics)
     assert result.checkpoint is not None
+
+
+def test_accuracy_metrics_pool_target_lists():
+    metrics = accuracy_metrics({"val": (8.0, 10.0), "target_train": (30.0, 40.0), "target_test": (5.0, 20.0)})
+    assert metrics["val_acc"] == 80.0
+    assert metrics["target_acc"] == 100.0 * 35.0 / 60.0
+    assert metrics["target_test_acc"] == 25.0
+    assert (metrics["val_count"], metrics["target_count"], metrics["target_test_count"]) == (10.0, 60.0, 20.0)
+
+
+def test_accuracy_metrics_empty_target_train_list():
+    metrics = accuracy_metrics({"val": (1.0, 2.0), "target_train": (0.0, 0.0), "target_test": (3.0, 4.0)})
+    assert metrics["target_acc"] == metrics["target_test_acc"] == 75.0
 
 
 def test_cpu_workers_leave_a_cpu_for_ray_data():

@@ -32,6 +32,12 @@ def test_empty_target_is_named():
         check_splits(info, leave_one_out(info.domains, ["c"]))
 
 
+def test_empty_target_test_list_is_named():
+    info = info_with({(d, s): 1 for d in "ab" for s in ("train", "test")} | {("c", "train"): 3})
+    with pytest.raises(DatasetError, match="target 'c' \\(its test list\\)"):
+        check_splits(info, leave_one_out(info.domains, ["c"]))
+
+
 def test_complete_splits_pass():
     info = info_with({(d, s): 1 for d in "abc" for s in ("train", "test")})
     check_splits(info, leave_one_out(info.domains, None))
