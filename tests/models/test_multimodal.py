@@ -8,6 +8,7 @@ import torch
 from merdg.config import ModelConfig
 from merdg.methods import HOST_METHODS, build_method
 from merdg.models import ENCODERS, MultimodalModel, build_encoder
+from merdg.models.backbones import Backbone
 
 SUBSETS = [list(c) for r in (1, 2, 3) for c in itertools.combinations(("video", "audio", "flow"), r)]
 
@@ -49,10 +50,12 @@ def test_model_rejects_missing_modality_and_empty_set():
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
 def test_every_registered_encoder_embeds(name):
-    encoder = build_encoder(name, embed_dim=10, width=4)
-    modality = name.split("_")[0]
+    # Pretrained backbones have a fixed width and, without a checkpoint, must train every stage.
+    encoder = build_encoder(name, embed_dim=10, width=4, trainable_from="stem")
+    is_backbone = isinstance(encoder, Backbone)
+    modality = encoder.modality if is_backbone else name.split("_")[0]
     output = encoder(make_inputs([modality], batch=2)[modality])
-    assert output.shape == (2, 10)
+    assert output.shape == (2, encoder.embed_dim if is_backbone else 10)
 
 
 @pytest.mark.parametrize("name", sorted(HOST_METHODS))
