@@ -282,10 +282,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Sizes of the per-modality encoders, the MER projectors and the fusion head."""
+    """The per-modality encoders (small CPU ones or the paper's pretrained backbones), the MER projectors and the fusion head."""
 
     embed_dim: int = 128
-    """Output width of every modality encoder."""
+    """Output width of each small CPU encoder; the paper backbones have fixed widths (video 2304, flow 2048, audio 512)."""
     width: int = 16
     """Channels of the first convolution of each small CPU encoder (doubled at each stage)."""
     projector_hidden: int = 256
@@ -296,12 +296,34 @@ class ModelConfig:
     """Hidden width of the fusion head Linear(in, hidden)-ReLU-Dropout-Linear(hidden, classes)."""
     dropout: float = 0.5
     """Dropout of the fusion head."""
+    encoders: dict[str, str] = field(
+        default_factory=lambda: {"video": "video_cnn", "audio": "audio_cnn", "flow": "flow_cnn"}
+    )
+    """Encoder of each modality by registered name: video_cnn, audio_cnn, flow_cnn (small CPU encoders) or slowfast_r101, resnet18_audio, slowonly_r50_flow (paper backbones). An unlisted modality uses its small CPU encoder."""
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    """Weights file of each modality's paper backbone: slowfast_r101_8x8x1_256e_kinetics400_rgb_20210218-0dd54025.pth, H.pth.tar, slowonly_r50_8x8x1_256e_kinetics400_flow_20200704-6b384243.pth."""
+    strict_load: bool = True
+    """Require each checkpoint to contain exactly the backbone's tensors besides its classifier head. False loads the tensors that fit and logs those left at random initialisation."""
+    freeze_bn_stats: bool = True
+    """Keep the BatchNorm running statistics of frozen backbone stages fixed in training; false updates them, as the MER-DG code does."""
+    trainable_from: str = "layer4"
+    """First backbone stage that trains (stem, layer1, layer2, layer3, layer4, or head to freeze the whole backbone); earlier stages are frozen. Small CPU encoders always train entirely."""
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "width", "projector_hidden", "projection_dim", "fusion_hidden"):
             value = getattr(self, name)
             _require(value >= 1, f"model.{name}", f"{value} < 1")
         _require(0.0 <= self.dropout < 1.0, "model.dropout", f"{self.dropout} not in [0, 1)")
+        for flag, mapping in (("model.encoders", self.encoders), ("model.checkpoints", self.checkpoints)):
+            unknown = [m for m in mapping if m not in MODALITIES]
+            _require(not unknown, flag, f"unknown modality {unknown}; choose from {list(MODALITIES)}")
+        empty = [m for m, name in self.encoders.items() if not name]
+        _require(not empty, "model.encoders", f"no encoder name for {empty}")
+        self.checkpoints = {m: Path(path) for m, path in self.checkpoints.items()}
+        # The same stages as merdg.models.backbones.TRAINABLE_FROM_CHOICES; a test keeps them equal.
+        stages = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
+        _require(self.trainable_from in stages, "model.trainable_from",
+                 f"unknown stage {self.trainable_from!r}; choose from {list(stages)}")
 
 
 NORMALIZATIONS = ("none", "l2", "standardize")

@@ -15,7 +15,7 @@ from merdg.models.heads import FusionHead, Projector
 
 @dataclass
 class ModelOutput:
-    """Embeddings (B, embed_dim) and projections (B, projection_dim) keyed by modality, and logits (B, C)."""
+    """Embeddings (B, encoder width) and projections (B, projection_dim) keyed by modality, and logits (B, C)."""
 
     embeddings: dict[str, torch.Tensor]
     projections: dict[str, torch.Tensor]
@@ -25,6 +25,9 @@ class ModelOutput:
 class MultimodalModel(nn.Module):
     """Encodes each active modality, concatenates the embeddings in modality order and classifies.
 
+    Each modality's encoder is ``encoders[m]``, else ``config.encoders[m]``, else its small CPU
+    encoder. Pretrained backbones load ``config.checkpoints[m]`` and freeze their stages before
+    ``config.trainable_from``. The projectors and the fusion head take each encoder's own width.
     Projectors are built only when ``with_projectors`` is set, because parameters that receive no
     gradient break DDP's gradient synchronisation.
     """
@@ -42,17 +45,28 @@ class MultimodalModel(nn.Module):
         if not modalities:
             raise ValueError("the model needs at least one modality")
         self.modalities = list(modalities)
-        names = {**DEFAULT_ENCODERS, **(encoders or {})}
+        names = {**DEFAULT_ENCODERS, **config.encoders, **(encoders or {})}
         self.encoders = nn.ModuleDict(
-            {m: build_encoder(names[m], embed_dim=config.embed_dim, width=config.width) for m in self.modalities}
+            {
+                m: build_encoder(
+                    names[m],
+                    embed_dim=config.embed_dim,
+                    width=config.width,
+                    modality=m,
+                    checkpoint=config.checkpoints.get(m),
+                    strict_load=config.strict_load,
+                    freeze_bn_stats=config.freeze_bn_stats,
+                    trainable_from=config.trainable_from,
+                )
+                for m in self.modalities
+            }
         )
+        self.embed_dims = {m: int(self.encoders[m].embed_dim) for m in self.modalities}
         self.projectors = nn.ModuleDict()
         if with_projectors:
             for m in self.modalities:
-                self.projectors[m] = Projector(config.embed_dim, config.projector_hidden, config.projection_dim)
-        self.head = FusionHead(
-            config.embed_dim * len(self.modalities), config.fusion_hidden, num_classes, config.dropout
-        )
+                self.projectors[m] = Projector(self.embed_dims[m], config.projector_hidden, config.projection_dim)
+        self.head = FusionHead(sum(self.embed_dims.values()), config.fusion_hidden, num_classes, config.dropout)
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> ModelOutput:
         missing = [m for m in self.modalities if m not in inputs]
