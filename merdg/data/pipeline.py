@@ -1,14 +1,45 @@
-"""The Ray Data decode stage and its Parquet cache.
+"""The Ray Data decode stage and its per-modality Parquet caches.
 
-``build_decode_cache`` decodes every clip once with Ray Data tasks and stores the arrays as
-Parquet under ``<cache_dir>/decoded/<key>``. The key hashes the clip table, the size and
-modification time of every source file, the decoded modalities and their decode settings, so
-any change to one of them decodes again into a new folder. ``read_decoded`` reads a cache back
-as a Ray Dataset, filtered by domain and split.
+``build_decode_cache`` decodes each modality of every clip once with Ray Data tasks and keeps
+one cache per modality, so that changing one modality's decode settings decodes that modality
+again and nothing else:
 
-Parquet columns: ``clip_id``, ``domain``, ``split`` (strings), ``label`` (int64), and one tensor
-column per decoded modality: ``video`` (T, S, S, 3) uint8, ``audio`` (F, frames) float32 and
-``flow`` (T, S, S, 2) uint8.
+- ``<cache_dir>/decoded/<modality>/<key>/`` contains one modality's arrays. Its key hashes what the
+  arrays depend on: the clip table (every ``Clip.to_row()`` field except the other modalities'
+  source paths), the size and modification time of this modality's source files, this
+  modality's decode settings and ``DECODER_VERSION``. The clips, sorted by id, are cut into
+  parts of ``decode_batch_size`` clips. A Ray Data task decodes one part and writes it as
+  ``part-NNNNN.parquet`` with the columns ``clip_id``, ``domain``, ``split`` (strings),
+  ``label`` (int64) and the modality's tensor column: ``video`` (T, S, S, 3) uint8, ``audio``
+  (F, frames) float32 or ``flow`` (T, S, S, 2) uint8. Only clips that decoded have a row.
+- ``<cache_dir>/decoded/sets/<key>/`` describes one set of modalities: the per-modality caches
+  it combines, the clips that decoded in all of them, and a read plan. Each plan entry is one
+  part of the first modality, with the Parquet files of every modality that contain its clips and
+  the (domain, split) pairs among them. Building it reads no arrays.
+
+``read_decoded`` runs one Ray Data task per plan entry (only the entries holding the requested
+domains and splits). The task reads that part's files of every modality with pyarrow and joins
+them on ``clip_id`` into rows holding all modalities, so the driver never loads arrays. Parts of
+different modalities contain the same clips whenever they were decoded with the same
+``decode_batch_size``, so a task then reads one file per modality. Otherwise it reads the few
+files that contain its clips, and the rows are still correct.
+
+Why this design and not the alternatives:
+
+- Ray Data's ``Dataset.join`` on ``clip_id`` (Ray 2.60) needs the ``polars`` package, which is
+  not a dependency, hash-shuffles every array through the object store, and holds aggregator
+  actors that take CPUs for the whole join. On a 2-CPU machine those CPUs are the ones training
+  leaves for Ray Data.
+- One assembled Parquet cache per set of modalities, built from the per-modality caches, reads
+  as fast as a single cache. But every new set writes all of its arrays a second time, and the
+  disk then holds two copies.
+
+A modality cache is written in a hidden staging folder that is renamed into place in one step
+once complete, and its marker file (``_COMPLETE.json``) records its files and their sizes. A
+modality cache whose files are missing or changed is decoded again. A set's marker and
+quarantine CSV are each written to a temporary file and renamed over the old one. Clips that fail to decode raise
+``DatasetError`` unless ``skip_bad_clips`` is set. Then they are left out, listed in the marker
+and in ``quarantine.csv`` of the modality's cache and of the set.
 """
 
 from __future__ import annotations
@@ -22,74 +53,161 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import ray
 import ray.data
-from ray.data.expressions import col, lit
+from ray.data.extensions import ArrowTensorArray
 
-from merdg.config import DataConfig
+from merdg.config import MODALITIES, DataConfig
 from merdg.data.clips import Clip, ClipDecodeError, DatasetError
-from merdg.data.decoding import decode_clip, output_shapes
+from merdg.data.decoding import decode_clip
 
 logger = logging.getLogger(__name__)
 
-DECODER_VERSION = "2"
-"""Version of the decoding code. It is part of the cache key, so changing it invalidates old caches."""
+DECODER_VERSION = "3"
+"""Version of the decoding code and cache layout. It is part of every cache key, so changing it invalidates old caches."""
 
 MARKER_FILE = "_COMPLETE.json"
-"""File in a cache folder that marks it complete. It stores the counts and the skipped clips."""
+"""File in a cache folder that marks it complete. It stores the files, the counts and the skipped clips."""
 QUARANTINE_FILE = "quarantine.csv"
 """File in a cache folder that lists the clips skipped because they could not be decoded."""
+SETS_FOLDER = "sets"
+"""Folder under ``<cache_dir>/decoded`` that contains the sets of modalities."""
+METADATA_COLUMNS = ("clip_id", "domain", "split", "label")
+"""Columns of every Parquet part besides the modality's array."""
 
-_ERROR_PATH = "_decode_error_path"
-_ERROR_REASON = "_decode_error"
+READ_TASK_CPUS = 0.5
+"""CPUs requested by each task of ``read_decoded``.
+
+While trials run, ``merdg.training.trainer`` leaves at least half of its 1-CPU data reserve
+free, so a read task of 0.5 CPU can always start and a trial that reads a cache cannot wait
+forever for CPUs held by training workers.
+"""
+
+TASK_MAX_RETRIES = 3
+"""Retries of a decode or read task whose worker process died.
+
+Ray Data retries such tasks without end by default, so a native crash (in PyAV or pyarrow) that
+repeats on every attempt would hang the job instead of failing it.
+
+NOTE: Ray 2.60 takes ``max_retries`` only through ``map_batches``' ``**ray_remote_args``, which
+warns that Ray 2.64 removes them.
+"""
+
 _MAX_LISTED_FAILURES = 20
+_QUARANTINE_COLUMNS = ["clip_id", "modality", "split_file", "row", "path", "reason"]
+
+
+@dataclass
+class ModalityCache:
+    """One modality's decode cache as ``build_decode_cache`` found or wrote it."""
+
+    modality: str
+    key: str
+    """Hex digest naming the cache folder."""
+    path: Path
+    """Folder of the modality's Parquet parts, marker file and quarantine CSV."""
+    num_clips: int
+    """Clips that decoded, one row each."""
+    num_decoded: int
+    """Clips decoded by this call: all of the clip table, or 0 when the cache was reused."""
+    num_reused: int
+    """Clips whose result came from an existing cache: all of the clip table, or 0."""
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """Clips that failed to decode: dicts with clip_id, modality, path and reason."""
 
 
 @dataclass
 class DecodeCacheResult:
-    """Location and contents of a decode cache."""
+    """Location and contents of the decode cache of one set of modalities."""
 
     path: Path
-    """Folder of the Parquet files (also holding the marker file and the quarantine CSV)."""
+    """Folder of the set, which ``read_decoded`` reads: its marker file with the read plan, and its quarantine CSV."""
     num_clips: int
-    """Rows in the cache: clips that decoded."""
-    num_decoded: int
-    """Clips decoded by this call, 0 when an existing cache was reused."""
+    """Clips that decoded in every modality: the rows ``read_decoded`` can return."""
+    modalities: dict[str, ModalityCache]
+    """Per-modality caches by modality name, with their decoded and reused counts."""
     skipped: list[dict[str, str]] = field(default_factory=list)
-    """Clips left out because they could not be decoded: dicts with clip_id, path and reason."""
+    """Failures of every modality, sorted by clip id: dicts with clip_id, modality, path and reason."""
     quarantine_csv: Path | None = None
     """CSV listing the skipped clips, or None when no clip was skipped."""
 
+    @property
+    def num_decoded(self) -> int:
+        """Clips decoded by this call in at least one modality."""
+        return max((cache.num_decoded for cache in self.modalities.values()), default=0)
+
+    @property
+    def num_skipped(self) -> int:
+        """Clips left out because at least one of their modalities failed to decode."""
+        return len({item["clip_id"] for item in self.skipped})
+
+    @property
+    def decoded_counts(self) -> dict[str, int]:
+        """Clips decoded by this call, by modality."""
+        return {name: cache.num_decoded for name, cache in self.modalities.items()}
+
+    @property
+    def reused_counts(self) -> dict[str, int]:
+        """Clips reused from an existing cache, by modality."""
+        return {name: cache.num_reused for name, cache in self.modalities.items()}
+
 
 # ----------------------------------------------------------------------------------------------
-# Cache key
+# Cache keys
 
 
-def cache_key(clips: Sequence[Clip], cfg: DataConfig) -> str:
-    """Return the sha256 hex digest that names the decode cache of ``clips`` under ``cfg``."""
-    stats: dict[str, Any] = {}
-    folder_listings: dict[str, int] = {}
+def modality_key(clips: Sequence[Clip], modality: str, cfg: DataConfig,
+                 folder_listings: dict[str, int] | None = None) -> str:
+    """Return the sha256 hex digest that names ``modality``'s decode cache of ``clips`` under ``cfg``.
+
+    The key covers every field of ``Clip.to_row()`` except the source paths of the other
+    modalities, so a field added to ``Clip`` enters every key. ``folder_listings`` caches
+    image-sequence folder sizes between calls.
+    """
+    listings = {} if folder_listings is None else folder_listings
+    files: dict[str, Any] = {}
+    rows = []
     for clip in clips:
-        for modality in cfg.modalities:
-            for path in clip.paths(modality):
-                if path not in stats:
-                    stats[path] = _source_fingerprint(path, folder_listings)
+        for path in clip.paths(modality):
+            if path not in files:
+                files[path] = _source_fingerprint(path, listings)
+        rows.append(_key_row(clip, modality))
 
     content = {
         "decoder_version": DECODER_VERSION,
-        "modalities": list(cfg.modalities),
-        "decode_config": {modality: dataclasses.asdict(getattr(cfg, modality)) for modality in cfg.modalities},
-        "clips": sorted((clip.to_row() for clip in clips), key=lambda row: json.dumps(row, sort_keys=True)),
-        "files": stats,
+        "modality": modality,
+        "decode_config": dataclasses.asdict(getattr(cfg, modality)),
+        "clips": sorted(rows, key=lambda row: json.dumps(row, sort_keys=True, default=str)),
+        "files": files,
     }
+    return _digest(content)
+
+
+def set_key(keys: dict[str, str]) -> str:
+    """Return the sha256 hex digest that names the set combining the modality caches ``keys``."""
+    return _digest({"decoder_version": DECODER_VERSION, "keys": keys})
+
+
+def _digest(content: dict[str, Any]) -> str:
     text = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _key_row(clip: Clip, modality: str) -> dict[str, Any]:
+    """Return the clip's row without the source paths that only other modalities decode from."""
+    own = set(clip.paths(modality))
+    others = {path for name in MODALITIES if name != modality for path in clip.paths(name)} - own
+    return {name: value for name, value in clip.to_row().items() if not (isinstance(value, str) and value in others)}
 
 
 def _source_fingerprint(path: str, folder_listings: dict[str, int]) -> Any:
@@ -116,54 +234,71 @@ def _source_fingerprint(path: str, folder_listings: dict[str, int]) -> Any:
     return ["sequence", folder_stat.st_mtime_ns, folder_listings[folder]]
 
 
+def modality_cache_dir(cache_dir: str | os.PathLike, modality: str, key: str) -> Path:
+    """Return the folder of one modality's decode cache."""
+    return Path(cache_dir) / "decoded" / modality / key
+
+
 # ----------------------------------------------------------------------------------------------
 # Decode stage (runs in Ray Data tasks)
 
 
-def _row_to_clip(row: dict[str, Any]) -> Clip:
-    values = {}
-    for clip_field in dataclasses.fields(Clip):
-        value = row[clip_field.name]
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        values[clip_field.name] = value
-    return Clip(**values)
+def decode_parts(batch: dict[str, np.ndarray], *, staging: dict[str, str], cfg: DataConfig) -> dict[str, np.ndarray]:
+    """Decode the parts in a Ray Data batch and write each modality's rows as a Parquet file.
 
-
-def decode_batch(batch: dict[str, np.ndarray], modalities: Sequence[str], cfg: DataConfig) -> dict[str, np.ndarray]:
-    """Decode a Ray Data batch of clip rows (numpy format) into the cache columns.
-
-    A clip that raises ``ClipDecodeError`` gets zero arrays and its path and reason in the
-    ``_decode_error_path`` and ``_decode_error`` columns (empty strings for decoded clips).
+    ``batch`` has a ``part`` (index) and a ``clips`` (JSON list of ``Clip.to_row()`` dicts)
+    column. ``staging`` maps each modality to decode to the folder its files go to. Returns one
+    status row per part and modality: the file written (empty when no clip decoded), its size in
+    bytes, the ids of its rows (JSON) and the failures (JSON list of [clip_id, path, reason]).
     """
-    num_rows = len(batch["clip_id"])
-    shapes = output_shapes(modalities, cfg)
-    arrays = {modality: np.zeros((num_rows, *shape), dtype=dtype) for modality, (shape, dtype) in shapes.items()}
-    error_paths = [""] * num_rows
-    error_reasons = [""] * num_rows
-
-    for i in range(num_rows):
-        clip = _row_to_clip({name: column[i] for name, column in batch.items()})
-        try:
-            decoded = decode_clip(clip, modalities, cfg)
-        except ClipDecodeError as exc:
-            error_paths[i], error_reasons[i] = exc.path, exc.reason
-            logger.debug("clip %s failed to decode: %s", clip.clip_id, exc)
-            continue
-        for modality, array in decoded.items():
-            arrays[modality][i] = array
-
+    status: dict[str, list[Any]] = {name: [] for name in ("part", "modality", "file", "bytes", "clip_ids", "failures")}
+    for part, clips_json in zip(batch["part"], batch["clips"]):
+        clips = [_clip_from_row(row) for row in json.loads(str(clips_json))]
+        for modality, folder in staging.items():
+            written, failures = _decode_modality(clips, modality, cfg)
+            file_name, size = _write_part(Path(folder), int(part), modality, written) if written else ("", 0)
+            status["part"].append(int(part))
+            status["modality"].append(modality)
+            status["file"].append(file_name)
+            status["bytes"].append(size)
+            status["clip_ids"].append(json.dumps([clip.clip_id for clip, _ in written]))
+            status["failures"].append(json.dumps(failures))
     return {
-        "clip_id": np.asarray(batch["clip_id"], dtype=object),
-        "domain": np.asarray(batch["domain"], dtype=object),
-        "split": np.asarray(batch["split"], dtype=object),
-        "label": np.asarray(batch["label"], dtype=np.int64),
-        **arrays,
-        _ERROR_PATH: np.asarray(error_paths, dtype=object),
-        _ERROR_REASON: np.asarray(error_reasons, dtype=object),
+        name: np.asarray(values, dtype=np.int64 if name in ("part", "bytes") else object)
+        for name, values in status.items()
     }
+
+
+def _clip_from_row(row: dict[str, Any]) -> Clip:
+    return Clip(**{clip_field.name: row[clip_field.name] for clip_field in dataclasses.fields(Clip)})
+
+
+def _decode_modality(clips: list[Clip], modality: str, cfg: DataConfig) -> tuple[list[tuple[Clip, np.ndarray]], list[list[str]]]:
+    """Decode one modality of ``clips``; return the decoded (clip, array) pairs and the failures."""
+    decoded = []
+    failures = []
+    for clip in clips:
+        try:
+            decoded.append((clip, decode_clip(clip, [modality], cfg)[modality]))
+        except ClipDecodeError as exc:
+            failures.append([clip.clip_id, exc.path, exc.reason])
+            logger.debug("clip %s failed to decode %s: %s", clip.clip_id, modality, exc)
+    return decoded, failures
+
+
+def _write_part(folder: Path, part: int, modality: str, rows: list[tuple[Clip, np.ndarray]]) -> tuple[str, int]:
+    """Write one part of a modality as Parquet; return the file name and its size in bytes."""
+    clips = [clip for clip, _ in rows]
+    table = pa.table({
+        "clip_id": pa.array([clip.clip_id for clip in clips], pa.string()),
+        "domain": pa.array([clip.domain for clip in clips], pa.string()),
+        "split": pa.array([clip.split for clip in clips], pa.string()),
+        "label": pa.array([clip.label for clip in clips], pa.int64()),
+        modality: ArrowTensorArray.from_numpy(np.stack([array for _, array in rows])),
+    })
+    name = f"part-{part:05d}.parquet"
+    pq.write_table(table, folder / name)
+    return name, (folder / name).stat().st_size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,48 +306,52 @@ def decode_batch(batch: dict[str, np.ndarray], modalities: Sequence[str], cfg: D
 
 
 def build_decode_cache(clips: Sequence[Clip], cfg: DataConfig) -> DecodeCacheResult:
-    """Decode ``clips`` into a Parquet cache with Ray Data, or reuse the complete cache of the same key.
+    """Decode the modalities of ``clips`` that have no complete cache, then describe the set.
 
-    Ray Data starts a local Ray instance when none is running, so callers that need
-    particular Ray settings call ``ray.init`` first.
+    Each modality in ``cfg.modalities`` whose cache exists and is intact is reused; the others
+    are decoded together, one Ray Data task per part. Ray Data starts a local Ray instance when
+    none is running, so callers that need particular Ray settings call ``ray.init`` first.
 
     Raises:
         DatasetError: ``clips`` is empty or has duplicate ids, a clip failed to decode while
-            ``cfg.skip_bad_clips`` is False, or every clip failed to decode.
+            ``cfg.skip_bad_clips`` is False, or no clip decoded in every modality. A modality
+            cache without failures is kept even when another modality's failures raise.
     """
-    clips = list(clips)
+    clips = sorted(clips, key=lambda clip: clip.clip_id)
     if not clips:
         raise DatasetError("no clips to decode: the split files list no rows for the chosen domains")
     _check_unique_ids(clips)
 
-    key = cache_key(clips, cfg)
-    final_dir = Path(cfg.cache_dir) / "decoded" / key
-    cached = _read_marker(final_dir)
-    if cached is not None and not _cache_intact(final_dir, cached):
-        logger.warning("decode cache %s is damaged (Parquet files missing or changed since it was written); "
-                       "decoding it again", final_dir)
-        shutil.rmtree(final_dir)
-        cached = None
-    if cached is not None:
-        logger.info("decode cache hit: %s (%d clips)", final_dir, cached["num_clips"])
-        result = _result_from_marker(final_dir, cached, num_decoded=0)
-        _check_skipped_allowed(result.skipped, cfg)
-        return result
+    listings: dict[str, int] = {}
+    keys = {modality: modality_key(clips, modality, cfg, listings) for modality in cfg.modalities}
+    markers: dict[str, dict[str, Any]] = {}
+    for modality, key in keys.items():
+        marker = _intact_marker(modality_cache_dir(cfg.cache_dir, modality, key))
+        if marker is not None:
+            markers[modality] = marker
+    missing = {modality: key for modality, key in keys.items() if modality not in markers}
 
-    logger.info("decode cache miss: decoding %d clips (%s) into %s", len(clips), ", ".join(cfg.modalities), final_dir)
-    # NOTE: a process killed mid-build leaves its hidden staging folder behind. It never counts
-    # as a cache, but nothing deletes it.
-    staging_dir = final_dir.parent / f".{key}.incomplete-{uuid.uuid4().hex[:8]}"
-    staging_dir.mkdir(parents=True)
-    try:
-        marker = _decode_into(staging_dir, clips, cfg, key)
-        _publish(staging_dir, final_dir)
-    finally:
-        if staging_dir.exists():
-            shutil.rmtree(staging_dir, ignore_errors=True)
+    if missing:
+        logger.info("decode cache: decoding %s of %d clips (reusing %s)", ", ".join(missing), len(clips),
+                    ", ".join(markers) or "nothing")
+        markers.update(_decode_missing(clips, missing, cfg))
+    caches = {
+        modality: _modality_cache(cfg.cache_dir, markers[modality], decoded=modality in missing, num_clips=len(clips))
+        for modality in cfg.modalities
+    }
 
-    stored = _read_marker(final_dir) or marker
-    return _result_from_marker(final_dir, stored, num_decoded=len(clips))
+    skipped = sorted((item for cache in caches.values() for item in cache.skipped),
+                     key=lambda item: (item["clip_id"], item["modality"]))
+    _check_skipped_allowed(skipped, cfg)
+    path, set_marker = _write_set(cfg.cache_dir, keys, markers, clips)
+    quarantine = path / QUARANTINE_FILE
+    return DecodeCacheResult(
+        path=path,
+        num_clips=int(set_marker["num_clips"]),
+        modalities=caches,
+        skipped=skipped,
+        quarantine_csv=quarantine if skipped and quarantine.is_file() else None,
+    )
 
 
 def _check_unique_ids(clips: list[Clip]) -> None:
@@ -227,76 +366,133 @@ def _check_unique_ids(clips: list[Clip]) -> None:
         seen[clip.clip_id] = clip
 
 
-def _decode_concurrency(num_batches: int) -> int:
-    """Return the number of decode tasks to run at once: one per cluster CPU, at most one per batch."""
-    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else (os.cpu_count() or 1)
-    return max(1, min(num_batches, cpus))
+def _intact_marker(folder: Path) -> dict[str, Any] | None:
+    """Return the marker of a complete, undamaged cache folder; delete a damaged one and return None."""
+    marker = _read_marker(folder)
+    if marker is None:
+        return None
+    if not _cache_intact(folder, marker):
+        logger.warning("decode cache %s is damaged (Parquet files missing or changed since it was written); "
+                       "decoding it again", folder)
+        shutil.rmtree(folder)
+        return None
+    return marker
 
 
-def _decode_into(staging_dir: Path, clips: list[Clip], cfg: DataConfig, key: str) -> dict[str, Any]:
-    """Decode every clip, write the good rows and the quarantine CSV; return the marker contents."""
-    num_batches = math.ceil(len(clips) / cfg.decode_batch_size)
-    # NOTE: the decoded arrays are materialized in the object store before writing, so that the
-    # failures are known first. At full clip sizes (32 RGB frames of 224 pixels) that is about
-    # 5 MB per clip, which Ray spills to disk when the store is full.
-    decoded = (
-        ray.data.from_items([clip.to_row() for clip in clips])
-        .map_batches(
-            decode_batch,
-            batch_size=cfg.decode_batch_size,
-            batch_format="numpy",
-            fn_kwargs={"modalities": list(cfg.modalities), "cfg": cfg},
-            num_cpus=1,
-            compute=ray.data.TaskPoolStrategy(size=_decode_concurrency(num_batches)),
-        )
-        .materialize()
+def _modality_cache(cache_dir: Path, marker: dict[str, Any], *, decoded: bool, num_clips: int) -> ModalityCache:
+    modality = marker["modality"]
+    skipped = [{"clip_id": item["clip_id"], "modality": modality, "path": item["path"], "reason": item["reason"]}
+               for item in marker.get("skipped", [])]
+    return ModalityCache(
+        modality=modality,
+        key=marker["key"],
+        path=modality_cache_dir(cache_dir, modality, marker["key"]),
+        num_clips=int(marker["num_clips"]),
+        num_decoded=num_clips if decoded else 0,
+        num_reused=0 if decoded else num_clips,
+        skipped=skipped,
     )
 
-    status = decoded.select_columns(["clip_id", _ERROR_PATH, _ERROR_REASON]).take_all()
-    by_id = {clip.clip_id: clip for clip in clips}
-    skipped = [
-        {"clip_id": row["clip_id"], "path": row[_ERROR_PATH], "reason": row[_ERROR_REASON]}
-        for row in status
-        if row[_ERROR_REASON]
-    ]
-    skipped.sort(key=lambda item: item["clip_id"])
-    _check_skipped_allowed(skipped, cfg)
-    if len(skipped) == len(clips):
-        raise DatasetError(_failure_message(skipped, f"every clip ({len(clips)}) failed to decode", fix=None))
 
-    quarantine_csv = None
-    if skipped:
-        logger.warning(
-            "skipped %d of %d clips that failed to decode (--data.skip_bad_clips true); see %s",
-            len(skipped), len(clips), staging_dir.parent / key / QUARANTINE_FILE,
+def _partition(clips: list[Clip], clips_per_part: int) -> list[list[Clip]]:
+    return [clips[start : start + clips_per_part] for start in range(0, len(clips), clips_per_part)]
+
+
+def _decode_concurrency(num_parts: int) -> int:
+    """Return the number of decode tasks to run at once: one per cluster CPU, at most one per part."""
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else (os.cpu_count() or 1)
+    return max(1, min(num_parts, cpus))
+
+
+def _decode_missing(clips: list[Clip], missing: dict[str, str], cfg: DataConfig) -> dict[str, dict[str, Any]]:
+    """Decode the ``missing`` modalities into staging folders and publish them; return their markers.
+
+    A modality's cache is published when no clip failed or when ``cfg.skip_bad_clips`` allows
+    failures; otherwise its staging folder is deleted (and the caller raises).
+    """
+    final_dirs = {modality: modality_cache_dir(cfg.cache_dir, modality, key) for modality, key in missing.items()}
+    # NOTE: a process killed mid-build leaves its hidden staging folders behind. They never count
+    # as a cache, but nothing deletes them.
+    staging = {modality: folder.parent / f".{folder.name}.incomplete-{uuid.uuid4().hex[:8]}"
+               for modality, folder in final_dirs.items()}
+    for folder in staging.values():
+        folder.mkdir(parents=True)
+    try:
+        status = _run_decode_tasks(clips, staging, cfg)
+        by_id = {clip.clip_id: clip for clip in clips}
+        markers = {}
+        for modality, key in missing.items():
+            markers[modality] = _finish_staging(staging[modality], modality, key, status[modality], by_id)
+            if not markers[modality]["skipped"] or cfg.skip_bad_clips:
+                _publish(staging[modality], final_dirs[modality])
+                markers[modality] = _read_marker(final_dirs[modality]) or markers[modality]
+    finally:
+        for folder in staging.values():
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+    return markers
+
+
+def _run_decode_tasks(clips: list[Clip], staging: dict[str, Path], cfg: DataConfig) -> dict[str, list[dict[str, Any]]]:
+    """Run one Ray Data decode task per part; return the status rows by modality."""
+    parts = _partition(clips, cfg.decode_batch_size)
+    items = [{"part": index, "clips": json.dumps([clip.to_row() for clip in part])} for index, part in enumerate(parts)]
+    status_rows = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .map_batches(
+            decode_parts,
+            batch_size=1,
+            batch_format="numpy",
+            fn_kwargs={"staging": {modality: str(folder) for modality, folder in staging.items()}, "cfg": cfg},
+            num_cpus=1,
+            max_retries=TASK_MAX_RETRIES,
+            compute=ray.data.TaskPoolStrategy(size=_decode_concurrency(len(parts))),
         )
-        quarantine_csv = staging_dir / QUARANTINE_FILE
-        _write_quarantine(quarantine_csv, skipped, by_id)
-        decoded = decoded.filter(expr=col(_ERROR_REASON) == lit(""))
+        .take_all()
+    )
+    by_modality: dict[str, list[dict[str, Any]]] = {modality: [] for modality in staging}
+    for row in status_rows:
+        by_modality[str(row["modality"])].append(row)
+    return by_modality
 
-    decoded.drop_columns([_ERROR_PATH, _ERROR_REASON]).write_parquet(str(staging_dir))
-    files = {path.name: path.stat().st_size for path in sorted(staging_dir.glob("*.parquet"))}
 
+def _finish_staging(folder: Path, modality: str, key: str, status: list[dict[str, Any]],
+                    by_id: dict[str, Clip]) -> dict[str, Any]:
+    """Write the quarantine CSV and the marker of a decoded modality; return the marker."""
+    parts = []
+    skipped = []
+    for row in sorted(status, key=lambda row: int(row["part"])):
+        if row["file"]:
+            parts.append({"file": str(row["file"]), "bytes": int(row["bytes"]), "clip_ids": json.loads(row["clip_ids"])})
+        skipped += [{"clip_id": clip_id, "modality": modality, "path": path, "reason": reason}
+                    for clip_id, path, reason in json.loads(row["failures"])]
+    skipped.sort(key=lambda item: item["clip_id"])
+
+    if skipped:
+        logger.warning("%s: %d of %d clips failed to decode; see %s", modality, len(skipped), len(by_id),
+                       folder.parent / key / QUARANTINE_FILE)
+        _write_quarantine(folder / QUARANTINE_FILE, skipped, by_id)
     marker = {
         "decoder_version": DECODER_VERSION,
         "key": key,
-        "modalities": list(cfg.modalities),
-        "num_clips": len(clips) - len(skipped),
+        "modality": modality,
+        "build_id": uuid.uuid4().hex,
+        "num_clips": sum(len(part["clip_ids"]) for part in parts),
         "num_failed": len(skipped),
-        "skipped": skipped,
-        "files": files,
+        "skipped": [{name: item[name] for name in ("clip_id", "path", "reason")} for item in skipped],
+        "parts": parts,
     }
-    (staging_dir / MARKER_FILE).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+    (folder / MARKER_FILE).write_text(json.dumps(marker, indent=1), encoding="utf-8")
     return marker
 
 
 def _write_quarantine(path: Path, skipped: list[dict[str, str]], by_id: dict[str, Clip]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["clip_id", "split_file", "row", "path", "reason"])
+        writer.writerow(_QUARANTINE_COLUMNS)
         for item in skipped:
             clip = by_id[item["clip_id"]]
-            writer.writerow([item["clip_id"], clip.source, clip.row, item["path"], item["reason"]])
+            writer.writerow([item["clip_id"], item["modality"], clip.source, clip.row, item["path"], item["reason"]])
 
 
 def _publish(staging_dir: Path, final_dir: Path) -> None:
@@ -317,9 +513,10 @@ def _publish(staging_dir: Path, final_dir: Path) -> None:
 
 def _cache_intact(folder: Path, marker: dict[str, Any]) -> bool:
     """Return whether every Parquet file the marker lists is there with its recorded size, and no other."""
-    recorded = marker.get("files")
-    if not isinstance(recorded, dict):
+    parts = marker.get("parts")
+    if marker.get("decoder_version") != DECODER_VERSION or not isinstance(parts, list):
         return False
+    recorded = {part["file"]: part["bytes"] for part in parts}
     present = {path.name: path.stat().st_size for path in folder.glob("*.parquet")}
     return present == recorded
 
@@ -334,24 +531,12 @@ def _read_marker(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _result_from_marker(folder: Path, marker: dict[str, Any], num_decoded: int) -> DecodeCacheResult:
-    skipped = list(marker.get("skipped", []))
-    quarantine = folder / QUARANTINE_FILE
-    return DecodeCacheResult(
-        path=folder,
-        num_clips=int(marker["num_clips"]),
-        num_decoded=num_decoded,
-        skipped=skipped,
-        quarantine_csv=quarantine if skipped and quarantine.is_file() else None,
-    )
-
-
 def _check_skipped_allowed(skipped: list[dict[str, str]], cfg: DataConfig) -> None:
     if skipped and not cfg.skip_bad_clips:
         raise DatasetError(
             _failure_message(
                 skipped,
-                f"{len(skipped)} clip(s) failed to decode",
+                f"{len({item['clip_id'] for item in skipped})} clip(s) failed to decode",
                 fix="fix or remove these files, or pass --data.skip_bad_clips true to skip them "
                 "(they are then listed in a quarantine CSV in the cache folder)",
             )
@@ -360,7 +545,7 @@ def _check_skipped_allowed(skipped: list[dict[str, str]], cfg: DataConfig) -> No
 
 def _failure_message(skipped: list[dict[str, str]], summary: str, fix: str | None) -> str:
     lines = [f"{summary}:"]
-    lines += [f"  {item['path']}: {item['reason']}" for item in skipped[:_MAX_LISTED_FAILURES]]
+    lines += [f"  {item['path']}: {item['reason']} ({item['modality']})" for item in skipped[:_MAX_LISTED_FAILURES]]
     if len(skipped) > _MAX_LISTED_FAILURES:
         lines.append(f"  ... and {len(skipped) - _MAX_LISTED_FAILURES} more")
     if fix:
@@ -369,15 +554,209 @@ def _failure_message(skipped: list[dict[str, str]], summary: str, fix: str | Non
 
 
 # ----------------------------------------------------------------------------------------------
+# Sets of modalities
+
+
+def _write_set(cache_dir: Path, keys: dict[str, str], markers: dict[str, dict[str, Any]],
+               clips: list[Clip]) -> tuple[Path, dict[str, Any]]:
+    """Write (or reuse) the folder describing the set of modality caches ``keys``; return it and its marker.
+
+    The marker records each modality cache's build id, so a set whose modality was decoded
+    again (after damage, or with other part sizes) gets a new read plan.
+    """
+    folder = Path(cache_dir) / "decoded" / SETS_FOLDER / set_key(keys)
+    build_ids = {modality: markers[modality]["build_id"] for modality in keys}
+    existing = _read_marker(folder)
+    if existing is not None and existing.get("build_ids") == build_ids:
+        return folder, existing
+
+    by_id = {clip.clip_id: clip for clip in clips}
+    plan, num_clips = _plan_parts(list(keys), markers, by_id)
+    skipped = sorted(
+        ({"clip_id": item["clip_id"], "modality": modality, "path": item["path"], "reason": item["reason"]}
+         for modality in keys for item in markers[modality].get("skipped", [])),
+        key=lambda item: (item["clip_id"], item["modality"]),
+    )
+    if num_clips == 0:
+        raise DatasetError(_failure_message(
+            skipped, f"every clip ({len(clips)}) failed to decode in at least one of {', '.join(keys)}", fix=None))
+
+    marker = {
+        "decoder_version": DECODER_VERSION,
+        "modalities": list(keys),
+        "keys": keys,
+        "build_ids": build_ids,
+        "num_clips": num_clips,
+        "num_failed": len({item["clip_id"] for item in skipped}),
+        "parts": plan,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    quarantine = folder / QUARANTINE_FILE
+    if skipped:
+        _replace_file(quarantine, lambda path: _write_quarantine(path, skipped, by_id))
+    else:
+        quarantine.unlink(missing_ok=True)
+    # The marker is replaced last, so a set folder with a marker always has the quarantine CSV of that marker.
+    _replace_file(folder / MARKER_FILE,
+                  lambda path: path.write_text(json.dumps(marker, indent=1), encoding="utf-8"))
+    return folder, marker
+
+
+def _replace_file(path: Path, write: Any) -> None:
+    """Write a file through a temporary sibling and rename it over ``path`` in one step."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _plan_parts(modalities: list[str], markers: dict[str, dict[str, Any]],
+                by_id: dict[str, Clip]) -> tuple[list[dict[str, Any]], int]:
+    """Return the read plan of a set and the number of clips present in every modality.
+
+    There is one plan entry per part of the first modality that contains a clip present in all
+    modalities. It lists the files of each modality that contain those clips and the (domain,
+    split) pairs among them.
+    """
+    file_of = {
+        modality: {clip_id: part["file"] for part in markers[modality]["parts"] for clip_id in part["clip_ids"]}
+        for modality in modalities
+    }
+    common = set.intersection(*(set(files) for files in file_of.values()))
+    plan = []
+    for part in markers[modalities[0]]["parts"]:
+        clip_ids = [clip_id for clip_id in part["clip_ids"] if clip_id in common]
+        if not clip_ids:
+            continue
+        groups = sorted({(by_id[clip_id].domain, by_id[clip_id].split) for clip_id in clip_ids})
+        plan.append({
+            "files": {modality: sorted({file_of[modality][clip_id] for clip_id in clip_ids}) for modality in modalities},
+            "groups": [list(group) for group in groups],
+            "num_clips": len(clip_ids),
+        })
+    return plan, len(common)
+
+
+# ----------------------------------------------------------------------------------------------
 # Reading
 
 
 def read_decoded(
-    path: str | os.PathLike, *, domains: Sequence[str], splits: Sequence[str] = ("train", "test")
+    path: str | os.PathLike,
+    *,
+    domains: Sequence[str],
+    splits: Sequence[str] = ("train", "test"),
+    modalities: Sequence[str] | None = None,
 ) -> ray.data.Dataset:
-    """Read a decode cache as a Ray Dataset holding only the rows of ``domains`` and ``splits``.
+    """Read a decode cache set as a Ray Dataset of the clips of ``domains`` and ``splits``.
 
-    The filter is a Ray Data expression, which Ray pushes down into the Parquet scan.
+    ``path`` is ``DecodeCacheResult.path``. Each row has the columns ``clip_id``, ``domain``,
+    ``split``, ``label`` and one array per modality in ``modalities`` (default: every modality
+    of the set). Ray Data tasks read and join the per-modality Parquet parts; this call reads
+    only the set's marker.
+
+    Raises:
+        DatasetError: ``path`` contains no complete set, or a modality is not in the set. When a
+            Parquet part is missing or damaged, executing the dataset raises Ray's
+            ``RayTaskError`` with the ``DatasetError`` message that names the file.
     """
-    predicate = col("domain").is_in(list(domains)) & col("split").is_in(list(splits))
-    return ray.data.read_parquet(str(path), file_extensions=["parquet"]).filter(expr=predicate)
+    folder = Path(path)
+    marker = _read_marker(folder)
+    if marker is None or marker.get("decoder_version") != DECODER_VERSION or "parts" not in marker:
+        raise DatasetError(
+            f"no decode cache set at {folder} (missing, unreadable or from another decoder version: no valid "
+            f"{MARKER_FILE}); build it with merdg.data.pipeline.build_decode_cache"
+        )
+    available = list(marker["modalities"])
+    chosen = available if modalities is None else [modality for modality in available if modality in modalities]
+    unknown = sorted(set(modalities or []) - set(available))
+    if unknown or not chosen:
+        raise DatasetError(f"modalities {unknown or list(modalities or [])} are not in the decode cache set {folder}, "
+                           f"which contains {available}; build a cache with those modalities")
+
+    wanted = {(domain, split) for domain in domains for split in splits}
+    parts = [part for part in marker["parts"] if any(tuple(group) in wanted for group in part["groups"])]
+    # With no matching part, one part is still read (its rows all filtered out), so that the
+    # empty dataset has the columns and types that callers select.
+    parts = parts or marker["parts"][:1]
+    cache_dir = folder.parent.parent.parent
+    task_args = {
+        "folders": {modality: str(modality_cache_dir(cache_dir, modality, marker["keys"][modality])) for modality in available},
+        "base": available[0],
+        "modalities": chosen,
+        "domains": list(domains),
+        "splits": list(splits),
+    }
+    items = [{"part": json.dumps(part)} for part in parts]
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        join_parts,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs=task_args,
+        num_cpus=READ_TASK_CPUS,
+        max_retries=TASK_MAX_RETRIES,
+    )
+
+
+def join_parts(batch: pa.Table, *, folders: dict[str, str], base: str, modalities: list[str],
+               domains: list[str], splits: list[str]) -> pa.Table:
+    """Join the per-modality Parquet files of each read plan entry in ``batch`` into rows of all modalities.
+
+    The ``base`` modality's files give the rows of ``domains`` and ``splits`` and their order;
+    a clip missing from any modality in ``modalities`` is dropped.
+    """
+    tables = [
+        _join_part(json.loads(entry), folders, base, modalities, domains, splits)
+        for entry in batch.column("part").to_pylist()
+    ]
+    return pa.concat_tables(tables)
+
+
+def _join_part(entry: dict[str, Any], folders: dict[str, str], base: str, modalities: list[str],
+               domains: list[str], splits: list[str]) -> pa.Table:
+    rows_filter = pc.field("domain").isin(domains) & pc.field("split").isin(splits)
+    base_columns = [*METADATA_COLUMNS, *([base] if base in modalities else [])]
+    base_table = _read_parquet_files(folders[base], entry["files"][base], base_columns, rows_filter)
+    clip_ids = base_table.column("clip_id").to_pylist()
+
+    tables = {base: base_table} if base in modalities else {}
+    for modality in modalities:
+        if modality != base:
+            tables[modality] = _read_parquet_files(folders[modality], entry["files"][modality], ["clip_id", modality],
+                                                   pc.field("clip_id").isin(pa.array(clip_ids, pa.string())))
+    positions = {modality: {clip_id: row for row, clip_id in enumerate(table.column("clip_id").to_pylist())}
+                 for modality, table in tables.items()}
+    kept = [clip_id for clip_id in clip_ids if all(clip_id in rows for rows in positions.values())]
+
+    base_rows = {clip_id: row for row, clip_id in enumerate(clip_ids)}
+    columns = {name: _take(base_table.column(name), [base_rows[clip_id] for clip_id in kept]) for name in METADATA_COLUMNS}
+    for modality in modalities:
+        rows = [positions[modality][clip_id] for clip_id in kept]
+        columns[modality] = _take(tables[modality].column(modality), rows)
+    return pa.table(columns)
+
+
+def _take(column: pa.ChunkedArray, rows: list[int]) -> pa.ChunkedArray:
+    """Return the rows of a column, selected with one ``take``.
+
+    NOTE: pyarrow 25 aborts the process when ``filter`` runs on a ``take`` result of a Ray
+    tensor column with zero rows, so a column is selected from at most once, and an empty
+    selection is a zero-copy slice.
+    """
+    if not rows:
+        return column.slice(0, 0)
+    return column.take(pa.array(rows, pa.int64()))
+
+
+def _read_parquet_files(folder: str, names: Iterable[str], columns: list[str], rows_filter: pc.Expression) -> pa.Table:
+    """Read the listed Parquet parts of one modality cache, or raise ``DatasetError`` naming the damage."""
+    paths = [os.path.join(folder, name) for name in names]
+    try:
+        return pads.dataset(paths, format="parquet").to_table(columns=columns, filter=rows_filter)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DatasetError(
+            f"cannot read the decode cache files {paths}: {exc}. The cache was changed after it was built; run "
+            "build_decode_cache (or the job) again, which detects the damage and decodes the modality again"
+        ) from exc
