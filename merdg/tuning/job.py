@@ -123,14 +123,25 @@ def open_tracker(job: JobConfig) -> Tracker:
 
 
 def _log_data(tracker: Tracker, run_id: str, info: DatasetInfo, data: DecodeCacheResult) -> None:
-    tracker.log_metrics(run_id, {
+    metrics = {
         "data_clips": data.num_clips,
         "data_decoded_clips": data.num_decoded,
-        "data_skipped_clips": len(data.skipped),
-    })
-    tracker.log_params(run_id, {"dataset_root": str(info.root), "decode_cache": str(data.path)})
+        "data_skipped_clips": data.num_skipped,
+    }
+    for modality, cache in data.modalities.items():
+        metrics[f"data_decoded_clips_{modality}"] = cache.num_decoded
+        metrics[f"data_reused_clips_{modality}"] = cache.num_reused
+    tracker.log_metrics(run_id, metrics)
+    params = {"dataset_root": str(info.root), "decode_cache": str(data.path)}
+    params.update({f"decode_cache_{modality}": str(cache.path) for modality, cache in data.modalities.items()})
+    tracker.log_params(run_id, params)
     if data.quarantine_csv is not None:
         tracker.log_artifact(run_id, data.quarantine_csv, "data")
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    """Format clip counts by modality as 'video 0, audio 300'."""
+    return ", ".join(f"{modality} {count}" for modality, count in counts.items())
 
 
 def validate_job(job: JobConfig) -> None:
@@ -197,8 +208,9 @@ def run_job(job: JobConfig) -> JobResult:
     check_feasible(job, resources, cluster, fixed=job.ray_address is None)
     concurrency = max_concurrent_trials(job, resources, cluster_cpus)
     data = build_decode_cache(info.clips, job.data)
-    logger.info("decode cache %s: %d clips, %d decoded now, %d skipped",
-                data.path, data.num_clips, data.num_decoded, len(data.skipped))
+    logger.info("decode cache %s: %d clips; decoded now: %s; reused: %s; %d skipped",
+                data.path, data.num_clips, format_counts(data.decoded_counts), format_counts(data.reused_counts),
+                data.num_skipped)
 
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{job.fingerprint()}"
     sweep_run_id = tracker.start_run(
