@@ -36,8 +36,9 @@ def test_default_encoders_are_the_small_ones():
 def test_trainable_from_choices_match_backbones():
     for stage in TRAINABLE_FROM_CHOICES:
         assert ModelConfig(trainable_from=stage).trainable_from == stage
-    with pytest.raises(ConfigError, match="--model.trainable_from: unknown stage 'layer5'"):
+    with pytest.raises(ConfigError, match="--model.trainable_from: unknown stage 'layer5'") as raised:
         ModelConfig(trainable_from="layer5")
+    assert str(raised.value).endswith(f"choose from {list(TRAINABLE_FROM_CHOICES)}")
 
 
 @pytest.mark.parametrize(

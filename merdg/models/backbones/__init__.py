@@ -3,6 +3,10 @@
 - ``SlowFastR101``: RGB video (B, 3, T, H, W) to 2304-d, mmaction2's Kinetics-400 SlowFast R101 8x8.
 - ``SlowOnlyR50Flow``: optical flow (B, 2, T, H, W) to 2048-d, mmaction2's Kinetics-400 SlowOnly R50.
 - ``ResNet18Audio``: log spectrograms (B, 1, F, frames) to 512-d, VGGSound's ResNet-18 "H".
+
+NOTE: the tests check tensor names, shapes and kinds against inventories of the published files,
+and feature-map sizes against those of the original code. No test compares outputs with the
+original implementations on the real weights.
 """
 
 from merdg.models.backbones.base import BACKBONE_STAGES, TRAINABLE_FROM_CHOICES, Backbone, CheckpointFormat

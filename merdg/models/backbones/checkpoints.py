@@ -98,6 +98,8 @@ def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
     ``weights_only`` refuses to run code from the file, so a file that pickles other objects than
     tensors and plain containers raises CheckpointError, whose message explains how to load a trusted file.
     """
+    # NOTE: untested whether the extra entries of the published files (mmaction2's 'meta') pass
+    # weights_only=True. A file whose entries do not raises the CheckpointError below, with the fix.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}; pass the path of an existing weights file")
