@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,10 +113,12 @@ def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: J
     into one exact part per worker ('val_0', 'val_1', ...); only 'train' is split by Ray.
     """
     columns = [*job.data.modalities, "label"]
-    train = read_decoded(cache_path, domains=list(sources), splits=["train"]).select_columns(columns)
-    validation = read_decoded(cache_path, domains=list(sources), splits=["test"]).select_columns(columns)
-    target_train = read_decoded(cache_path, domains=[target], splits=["train"]).select_columns(columns)
-    target_test = read_decoded(cache_path, domains=[target], splits=["test"]).select_columns(columns)
+    # Ray Data tasks join only the trained modalities' per-modality caches into rows.
+    read = functools.partial(read_decoded, cache_path, modalities=job.data.modalities)
+    train = read(domains=list(sources), splits=["train"]).select_columns(columns)
+    validation = read(domains=list(sources), splits=["test"]).select_columns(columns)
+    target_train = read(domains=[target], splits=["train"]).select_columns(columns)
+    target_test = read(domains=[target], splits=["test"]).select_columns(columns)
     # Split lists are often sorted by class, and workers shuffle only within a small buffer of
     # rows, so the rows are shuffled globally once here.
     # NOTE: every epoch then reads the same global order up to that buffer's local reshuffling.
