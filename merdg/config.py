@@ -366,20 +366,136 @@ class MERConfig:
         return self.weight > 0
 
 
+OPTIMIZERS = ("adam", "lars")
+"""Optimizers of ``--train.optimizer``."""
+
+TEACHER_AVERAGES = ("simple", "exponential")
+"""Weight averages CMRF's teacher can keep of the student."""
+
+
+def _require_weight(value: float, flag: str) -> None:
+    _require(value >= 0, flag, f"{value} < 0; a loss weight must be >= 0 (0 turns the term off)")
+
+
+@dataclass
+class SimMMDGConfig:
+    """SimMMDG's loss weights and sizes (Dong et al., NeurIPS 2023); defaults from its official code."""
+
+    contrast_weight: float = 3.0
+    """Weight of the supervised contrastive loss on the shared halves across modalities."""
+    temperature: float = 0.1
+    """Temperature of that contrastive loss."""
+    distance_weight: float = 0.7
+    """Weight of the distance term that pushes each specific half away from its shared half."""
+    translation_weight: float = 0.1
+    """Weight of the cross-modal translation loss."""
+    translation_hidden: int = 256
+    """Hidden width of each translation MLP (the official code uses 2048)."""
+
+    def __post_init__(self) -> None:
+        for name in ("contrast_weight", "distance_weight", "translation_weight"):
+            _require_weight(getattr(self, name), f"methods.simmmdg.{name}")
+        _require(self.temperature > 0, "methods.simmmdg.temperature", f"{self.temperature} <= 0")
+        _require(self.translation_hidden >= 1, "methods.simmmdg.translation_hidden", f"{self.translation_hidden} < 1")
+
+
+@dataclass
+class CMCConfig:
+    """CMC's cross-modal InfoNCE (Tian et al., "Contrastive Multiview Coding", ECCV 2020)."""
+
+    contrast_weight: float = 1.0
+    """Weight of the summed InfoNCE terms; CMC's own objective adds them with weight 1."""
+    temperature: float = 0.07
+    """InfoNCE temperature (the CMC code's default)."""
+
+    def __post_init__(self) -> None:
+        _require_weight(self.contrast_weight, "methods.cmc.contrast_weight")
+        _require(self.temperature > 0, "methods.cmc.temperature", f"{self.temperature} <= 0")
+
+
+@dataclass
+class CMRFConfig:
+    """CMRF's teacher, mixup and loss weights (Fan et al., "Cross-modal Representation Flattening
+    for Multi-modal Domain Generalization", NeurIPS 2024).
+
+    The defaults are those of the CMRF training script of the MMDG benchmark code
+    (lihongzhao99/MMDG_Benchmark): distillation weight 3, unimodal weight 2, Beta(0.1, 0.1)
+    mixup, a simple moving-average teacher from step 400, and half weight for audio.
+    """
+
+    distill_weight: float = 3.0
+    """Weight of the distillation of the teacher's mixed projections into the student's."""
+    unimodal_weight: float = 2.0
+    """Weight of the per-modality classifiers' cross-entropy."""
+    contrast_weight: float = 3.0
+    """Weight of the supervised contrastive loss on the student's projections across modalities."""
+    temperature: float = 0.1
+    """Temperature of that contrastive loss."""
+    mixup_alpha: float = 0.1
+    """Both parameters of the Beta distribution that draws each mixing coefficient."""
+    teacher_average: str = "simple"
+    """How the teacher averages the student's weights after start_step: simple (equal weight per step) or exponential."""
+    ema_momentum: float = 0.999
+    """Momentum m of the exponential average, teacher = m * teacher + (1 - m) * student."""
+    start_step: int = 400
+    """Optimizer steps during which the teacher copies the student and distillation is off."""
+    modality_weights: dict[str, float] = field(default_factory=lambda: {"audio": 0.5})
+    """Weight of each modality's unimodal and distillation terms; an unlisted modality weighs 1."""
+
+    def __post_init__(self) -> None:
+        for name in ("distill_weight", "unimodal_weight", "contrast_weight"):
+            _require_weight(getattr(self, name), f"methods.cmrf.{name}")
+        _require(self.temperature > 0, "methods.cmrf.temperature", f"{self.temperature} <= 0")
+        _require(self.mixup_alpha > 0, "methods.cmrf.mixup_alpha", f"{self.mixup_alpha} <= 0")
+        _require(self.teacher_average in TEACHER_AVERAGES, "methods.cmrf.teacher_average",
+                 f"unknown average {self.teacher_average!r}; choose from {list(TEACHER_AVERAGES)}")
+        _require(0.0 <= self.ema_momentum < 1.0, "methods.cmrf.ema_momentum", f"{self.ema_momentum} not in [0, 1)")
+        _require(self.start_step >= 0, "methods.cmrf.start_step", f"{self.start_step} < 0")
+        unknown = [m for m in self.modality_weights if m not in MODALITIES]
+        _require(not unknown, "methods.cmrf.modality_weights", f"unknown modality {unknown}; choose from {list(MODALITIES)}")
+        negative = {m: w for m, w in self.modality_weights.items() if w < 0}
+        _require(not negative, "methods.cmrf.modality_weights", f"negative weights {negative}")
+
+
+@dataclass
+class MethodsConfig:
+    """Settings of each host method; ``--train.method`` chooses the one that trains."""
+
+    simmmdg: SimMMDGConfig = field(default_factory=SimMMDGConfig)
+    """SimMMDG settings."""
+    cmc: CMCConfig = field(default_factory=CMCConfig)
+    """CMC settings."""
+    cmrf: CMRFConfig = field(default_factory=CMRFConfig)
+    """CMRF settings."""
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and the Ray Train worker group of one trial."""
 
     method: str = "fusion"
-    """Host method whose loss MER is added to."""
+    """Host method whose loss MER is added to: fusion, simmmdg, cmc or cmrf (settings in --methods.<method>.*)."""
     epochs: int = 10
     """Training epochs per trial (the upper bound of early stopping)."""
     batch_size: int = 16
     """Global batch size, split evenly over the workers."""
+    balanced_batches: bool = True
+    """Fill every worker's training batch with equal numbers of clips from each source domain, as the
+    official MER-DG code does; false streams the shuffled training rows of all source domains together."""
+    optimizer: str = "adam"
+    """Optimizer: adam, or lars (LARS of You et al., 2017, the official MER-DG plain-fusion script's choice)."""
     lr: float = 1e-3
-    """Adam learning rate."""
+    """Learning rate of the optimizer."""
     weight_decay: float = 1e-4
-    """Adam weight decay."""
+    """Weight decay: Adam's L2 penalty, or LARS's (the official MER-DG code uses 1e-4 with Adam, 1e-6 with LARS)."""
+    lars_momentum: float = 0.9
+    """LARS momentum, in [0, 1) (the official MER-DG code's value)."""
+    lars_eta: float = 0.001
+    """LARS trust coefficient: a layer's step is lr * eta * ||w|| / (||g|| + weight_decay * ||w||) times
+    (g + weight_decay * w) (the official MER-DG code's value)."""
+    lars_exclude_bias_and_norm: bool = True
+    """Give 1-d parameters (biases, normalisation scales and shifts) plain momentum steps under LARS,
+    without weight decay or trust ratio."""
     num_workers: int = 2
     """Ray Train workers (DDP processes) per trial."""
     use_gpu: bool = False
@@ -399,6 +515,10 @@ class TrainConfig:
         )
         _require(self.lr > 0, "train.lr", f"{self.lr} <= 0")
         _require(self.weight_decay >= 0, "train.weight_decay", f"{self.weight_decay} < 0")
+        _require(self.optimizer in OPTIMIZERS, "train.optimizer",
+                 f"unknown optimizer {self.optimizer!r}; choose from {list(OPTIMIZERS)}")
+        _require(0.0 <= self.lars_momentum < 1.0, "train.lars_momentum", f"{self.lars_momentum} not in [0, 1)")
+        _require(self.lars_eta > 0, "train.lars_eta", f"{self.lars_eta} <= 0")
         if self.cpus_per_worker is not None:
             _require(self.cpus_per_worker > 0, "train.cpus_per_worker", f"{self.cpus_per_worker} <= 0")
 
@@ -449,6 +569,7 @@ class JobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
     mer: MERConfig = field(default_factory=MERConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
