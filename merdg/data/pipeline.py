@@ -5,8 +5,8 @@ one cache per modality, so that changing one modality's decode settings decodes 
 again and nothing else:
 
 - ``<cache_dir>/decoded/<modality>/<key>/`` contains one modality's arrays. Its key hashes what the
-  arrays depend on: the clip table (every ``Clip.to_row()`` field except the other modalities'
-  source paths), the size and modification time of this modality's source files, this
+  arrays depend on: the clip table (every ``Clip.to_row()`` field except those named after
+  another modality, such as its path or its span), the size and modification time of this modality's source files, this
   modality's decode settings and ``DECODER_VERSION``. The clips, sorted by id, are cut into
   parts of ``decode_batch_size`` clips. A Ray Data task decodes one part and writes it as
   ``part-NNNNN.parquet`` with the columns ``clip_id``, ``domain``, ``split`` (strings),
@@ -17,7 +17,8 @@ again and nothing else:
   part of the first modality, with the Parquet files of every modality that contain its clips and
   the (domain, split) pairs among them. Building it reads no arrays.
 
-``read_decoded`` runs one Ray Data task per plan entry (only the entries holding the requested
+``read_decoded`` (in ``merdg.data.cache_sets``, which the Ray read tasks import without PyAV
+or scipy) runs one Ray Data task per plan entry (only the entries holding the requested
 domains and splits). The task reads that part's files of every modality with pyarrow and joins
 them on ``clip_id`` into rows holding all modalities, so the driver never loads arrays. Parts of
 different modalities contain the same clips whenever they were decoded with the same
@@ -37,9 +38,9 @@ Why this design and not the alternatives:
 A modality cache is written in a hidden staging folder that is renamed into place in one step
 once complete, and its marker file (``_COMPLETE.json``) records its files and their sizes. A
 modality cache whose files are missing or changed is decoded again. A set's marker and
-quarantine CSV are each written to a temporary file and renamed over the old one. Clips that fail to decode raise
-``DatasetError`` unless ``skip_bad_clips`` is set. Then they are left out, listed in the marker
-and in ``quarantine.csv`` of the modality's cache and of the set.
+quarantine CSV are each written to a temporary file and renamed over the old one. Clips that
+fail to decode raise ``DatasetError`` unless ``skip_bad_clips`` is set. Then they are left out,
+listed in the marker and in ``quarantine.csv`` of the modality's cache and of the set.
 """
 
 from __future__ import annotations
@@ -49,25 +50,31 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 import ray.data
 from ray.data.extensions import ArrowTensorArray
 
 from merdg.config import MODALITIES, DataConfig
+from merdg.data.cache_sets import (
+    MARKER_FILE,
+    QUARANTINE_FILE,
+    TASK_MAX_RETRIES,
+    modality_cache_dir,
+    read_decoded,
+    read_marker,
+    set_dir,
+)
 from merdg.data.clips import Clip, ClipDecodeError, DatasetError
 from merdg.data.decoding import decode_clip
 
@@ -75,33 +82,6 @@ logger = logging.getLogger(__name__)
 
 DECODER_VERSION = "3"
 """Version of the decoding code and cache layout. It is part of every cache key, so changing it invalidates old caches."""
-
-MARKER_FILE = "_COMPLETE.json"
-"""File in a cache folder that marks it complete. It stores the files, the counts and the skipped clips."""
-QUARANTINE_FILE = "quarantine.csv"
-"""File in a cache folder that lists the clips skipped because they could not be decoded."""
-SETS_FOLDER = "sets"
-"""Folder under ``<cache_dir>/decoded`` that contains the sets of modalities."""
-METADATA_COLUMNS = ("clip_id", "domain", "split", "label")
-"""Columns of every Parquet part besides the modality's array."""
-
-READ_TASK_CPUS = 0.5
-"""CPUs requested by each task of ``read_decoded``.
-
-While trials run, ``merdg.training.trainer`` leaves at least half of its 1-CPU data reserve
-free, so a read task of 0.5 CPU can always start and a trial that reads a cache cannot wait
-forever for CPUs held by training workers.
-"""
-
-TASK_MAX_RETRIES = 3
-"""Retries of a decode or read task whose worker process died.
-
-Ray Data retries such tasks without end by default, so a native crash (in PyAV or pyarrow) that
-repeats on every attempt would hang the job instead of failing it.
-
-NOTE: Ray 2.60 takes ``max_retries`` only through ``map_batches``' ``**ray_remote_args``, which
-warns that Ray 2.64 removes them.
-"""
 
 _MAX_LISTED_FAILURES = 20
 _QUARANTINE_COLUMNS = ["clip_id", "modality", "split_file", "row", "path", "reason"]
@@ -170,8 +150,8 @@ def modality_key(clips: Sequence[Clip], modality: str, cfg: DataConfig,
                  folder_listings: dict[str, int] | None = None) -> str:
     """Return the sha256 hex digest that names ``modality``'s decode cache of ``clips`` under ``cfg``.
 
-    The key covers every field of ``Clip.to_row()`` except the source paths of the other
-    modalities, so a field added to ``Clip`` enters every key. ``folder_listings`` caches
+    The key covers every field of ``Clip.to_row()`` except those named after another modality,
+    so a field added to ``Clip`` enters every key unless its name starts with another modality's. ``folder_listings`` caches
     image-sequence folder sizes between calls.
     """
     listings = {} if folder_listings is None else folder_listings
@@ -204,10 +184,17 @@ def _digest(content: dict[str, Any]) -> str:
 
 
 def _key_row(clip: Clip, modality: str) -> dict[str, Any]:
-    """Return the clip's row without the source paths that only other modalities decode from."""
-    own = set(clip.paths(modality))
-    others = {path for name in MODALITIES if name != modality for path in clip.paths(name)} - own
-    return {name: value for name, value in clip.to_row().items() if not (isinstance(value, str) and value in others)}
+    """Return the clip's row without the fields of other modalities.
+
+    A field belongs to a modality when it is named after it (``audio``, ``audio_start``,
+    ``flow_x``, ``flow_start_frame``). Every other field, such as ``start`` or a new one, stays.
+    """
+    others = [name for name in MODALITIES if name != modality]
+    return {
+        name: value
+        for name, value in clip.to_row().items()
+        if not any(name == other or name.startswith(f"{other}_") for other in others)
+    }
 
 
 def _source_fingerprint(path: str, folder_listings: dict[str, int]) -> Any:
@@ -232,11 +219,6 @@ def _source_fingerprint(path: str, folder_listings: dict[str, int]) -> Any:
     if folder not in folder_listings:
         folder_listings[folder] = len(os.listdir(folder))
     return ["sequence", folder_stat.st_mtime_ns, folder_listings[folder]]
-
-
-def modality_cache_dir(cache_dir: str | os.PathLike, modality: str, key: str) -> Path:
-    """Return the folder of one modality's decode cache."""
-    return Path(cache_dir) / "decoded" / modality / key
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,7 +350,7 @@ def _check_unique_ids(clips: list[Clip]) -> None:
 
 def _intact_marker(folder: Path) -> dict[str, Any] | None:
     """Return the marker of a complete, undamaged cache folder; delete a damaged one and return None."""
-    marker = _read_marker(folder)
+    marker = read_marker(folder)
     if marker is None:
         return None
     if not _cache_intact(folder, marker):
@@ -425,7 +407,7 @@ def _decode_missing(clips: list[Clip], missing: dict[str, str], cfg: DataConfig)
             markers[modality] = _finish_staging(staging[modality], modality, key, status[modality], by_id)
             if not markers[modality]["skipped"] or cfg.skip_bad_clips:
                 _publish(staging[modality], final_dirs[modality])
-                markers[modality] = _read_marker(final_dirs[modality]) or markers[modality]
+                markers[modality] = read_marker(final_dirs[modality]) or markers[modality]
     finally:
         for folder in staging.values():
             if folder.exists():
@@ -497,7 +479,7 @@ def _write_quarantine(path: Path, skipped: list[dict[str, str]], by_id: dict[str
 
 def _publish(staging_dir: Path, final_dir: Path) -> None:
     """Rename the finished staging folder to the cache folder in one step."""
-    if final_dir.exists() and _read_marker(final_dir) is None:
+    if final_dir.exists() and read_marker(final_dir) is None:
         # A folder without a marker never comes from the rename below, because the marker is
         # written before it. It is left-over or foreign content, so it is replaced.
         logger.warning("replacing incomplete decode cache folder %s", final_dir)
@@ -505,7 +487,7 @@ def _publish(staging_dir: Path, final_dir: Path) -> None:
     try:
         os.rename(staging_dir, final_dir)
     except OSError:
-        if _read_marker(final_dir) is None:
+        if read_marker(final_dir) is None:
             raise
         # Another process finished the same key first, and its cache has the same content.
         logger.info("decode cache %s was completed by another process; keeping it", final_dir)
@@ -519,16 +501,6 @@ def _cache_intact(folder: Path, marker: dict[str, Any]) -> bool:
     recorded = {part["file"]: part["bytes"] for part in parts}
     present = {path.name: path.stat().st_size for path in folder.glob("*.parquet")}
     return present == recorded
-
-
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable decode cache marker in %s: %s", folder, exc)
-        return None
 
 
 def _check_skipped_allowed(skipped: list[dict[str, str]], cfg: DataConfig) -> None:
@@ -564,9 +536,9 @@ def _write_set(cache_dir: Path, keys: dict[str, str], markers: dict[str, dict[st
     The marker records each modality cache's build id, so a set whose modality was decoded
     again (after damage, or with other part sizes) gets a new read plan.
     """
-    folder = Path(cache_dir) / "decoded" / SETS_FOLDER / set_key(keys)
+    folder = set_dir(cache_dir, set_key(keys))
     build_ids = {modality: markers[modality]["build_id"] for modality in keys}
-    existing = _read_marker(folder)
+    existing = read_marker(folder)
     if existing is not None and existing.get("build_ids") == build_ids:
         return folder, existing
 
@@ -639,124 +611,14 @@ def _plan_parts(modalities: list[str], markers: dict[str, dict[str, Any]],
     return plan, len(common)
 
 
-# ----------------------------------------------------------------------------------------------
-# Reading
-
-
-def read_decoded(
-    path: str | os.PathLike,
-    *,
-    domains: Sequence[str],
-    splits: Sequence[str] = ("train", "test"),
-    modalities: Sequence[str] | None = None,
-) -> ray.data.Dataset:
-    """Read a decode cache set as a Ray Dataset of the clips of ``domains`` and ``splits``.
-
-    ``path`` is ``DecodeCacheResult.path``. Each row has the columns ``clip_id``, ``domain``,
-    ``split``, ``label`` and one array per modality in ``modalities`` (default: every modality
-    of the set). Ray Data tasks read and join the per-modality Parquet parts; this call reads
-    only the set's marker.
-
-    Raises:
-        DatasetError: ``path`` contains no complete set, or a modality is not in the set. When a
-            Parquet part is missing or damaged, executing the dataset raises Ray's
-            ``RayTaskError`` with the ``DatasetError`` message that names the file.
-    """
-    folder = Path(path)
-    marker = _read_marker(folder)
-    if marker is None or marker.get("decoder_version") != DECODER_VERSION or "parts" not in marker:
-        raise DatasetError(
-            f"no decode cache set at {folder} (missing, unreadable or from another decoder version: no valid "
-            f"{MARKER_FILE}); build it with merdg.data.pipeline.build_decode_cache"
-        )
-    available = list(marker["modalities"])
-    chosen = available if modalities is None else [modality for modality in available if modality in modalities]
-    unknown = sorted(set(modalities or []) - set(available))
-    if unknown or not chosen:
-        raise DatasetError(f"modalities {unknown or list(modalities or [])} are not in the decode cache set {folder}, "
-                           f"which contains {available}; build a cache with those modalities")
-
-    wanted = {(domain, split) for domain in domains for split in splits}
-    parts = [part for part in marker["parts"] if any(tuple(group) in wanted for group in part["groups"])]
-    # With no matching part, one part is still read (its rows all filtered out), so that the
-    # empty dataset has the columns and types that callers select.
-    parts = parts or marker["parts"][:1]
-    cache_dir = folder.parent.parent.parent
-    task_args = {
-        "folders": {modality: str(modality_cache_dir(cache_dir, modality, marker["keys"][modality])) for modality in available},
-        "base": available[0],
-        "modalities": chosen,
-        "domains": list(domains),
-        "splits": list(splits),
-    }
-    items = [{"part": json.dumps(part)} for part in parts]
-    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        join_parts,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_kwargs=task_args,
-        num_cpus=READ_TASK_CPUS,
-        max_retries=TASK_MAX_RETRIES,
-    )
-
-
-def join_parts(batch: pa.Table, *, folders: dict[str, str], base: str, modalities: list[str],
-               domains: list[str], splits: list[str]) -> pa.Table:
-    """Join the per-modality Parquet files of each read plan entry in ``batch`` into rows of all modalities.
-
-    The ``base`` modality's files give the rows of ``domains`` and ``splits`` and their order;
-    a clip missing from any modality in ``modalities`` is dropped.
-    """
-    tables = [
-        _join_part(json.loads(entry), folders, base, modalities, domains, splits)
-        for entry in batch.column("part").to_pylist()
-    ]
-    return pa.concat_tables(tables)
-
-
-def _join_part(entry: dict[str, Any], folders: dict[str, str], base: str, modalities: list[str],
-               domains: list[str], splits: list[str]) -> pa.Table:
-    rows_filter = pc.field("domain").isin(domains) & pc.field("split").isin(splits)
-    base_columns = [*METADATA_COLUMNS, *([base] if base in modalities else [])]
-    base_table = _read_parquet_files(folders[base], entry["files"][base], base_columns, rows_filter)
-    clip_ids = base_table.column("clip_id").to_pylist()
-
-    tables = {base: base_table} if base in modalities else {}
-    for modality in modalities:
-        if modality != base:
-            tables[modality] = _read_parquet_files(folders[modality], entry["files"][modality], ["clip_id", modality],
-                                                   pc.field("clip_id").isin(pa.array(clip_ids, pa.string())))
-    positions = {modality: {clip_id: row for row, clip_id in enumerate(table.column("clip_id").to_pylist())}
-                 for modality, table in tables.items()}
-    kept = [clip_id for clip_id in clip_ids if all(clip_id in rows for rows in positions.values())]
-
-    base_rows = {clip_id: row for row, clip_id in enumerate(clip_ids)}
-    columns = {name: _take(base_table.column(name), [base_rows[clip_id] for clip_id in kept]) for name in METADATA_COLUMNS}
-    for modality in modalities:
-        rows = [positions[modality][clip_id] for clip_id in kept]
-        columns[modality] = _take(tables[modality].column(modality), rows)
-    return pa.table(columns)
-
-
-def _take(column: pa.ChunkedArray, rows: list[int]) -> pa.ChunkedArray:
-    """Return the rows of a column, selected with one ``take``.
-
-    NOTE: pyarrow 25 aborts the process when ``filter`` runs on a ``take`` result of a Ray
-    tensor column with zero rows, so a column is selected from at most once, and an empty
-    selection is a zero-copy slice.
-    """
-    if not rows:
-        return column.slice(0, 0)
-    return column.take(pa.array(rows, pa.int64()))
-
-
-def _read_parquet_files(folder: str, names: Iterable[str], columns: list[str], rows_filter: pc.Expression) -> pa.Table:
-    """Read the listed Parquet parts of one modality cache, or raise ``DatasetError`` naming the damage."""
-    paths = [os.path.join(folder, name) for name in names]
-    try:
-        return pads.dataset(paths, format="parquet").to_table(columns=columns, filter=rows_filter)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DatasetError(
-            f"cannot read the decode cache files {paths}: {exc}. The cache was changed after it was built; run "
-            "build_decode_cache (or the job) again, which detects the damage and decodes the modality again"
-        ) from exc
+__all__ = [
+    "DECODER_VERSION",
+    "DecodeCacheResult",
+    "ModalityCache",
+    "build_decode_cache",
+    "decode_parts",
+    "modality_cache_dir",
+    "modality_key",
+    "read_decoded",
+    "set_key",
+]

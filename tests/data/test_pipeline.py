@@ -16,15 +16,8 @@ from merdg.config import AudioDecodeConfig, DataConfig, VideoDecodeConfig
 from merdg.data.clips import DatasetError
 from merdg.data.decoding import decode_clip
 from merdg.data.hac import read_hac
-from merdg.data.pipeline import (
-    MARKER_FILE,
-    QUARANTINE_FILE,
-    build_decode_cache,
-    modality_cache_dir,
-    modality_key,
-    read_decoded,
-    set_key,
-)
+from merdg.data.cache_sets import MARKER_FILE, QUARANTINE_FILE, modality_cache_dir, read_decoded
+from merdg.data.pipeline import build_decode_cache, modality_key, set_key
 from tests.data.real_tree import build_real_hac_tree
 
 ALL_DOMAINS = ["human", "animal", "cartoon"]
@@ -194,6 +187,10 @@ def test_modality_key_changes(hac_root, tmp_path):
     assert changed(respanned, cfg) == {"video", "audio", "flow"}
     moved_audio = [dataclasses.replace(clips[0], audio=clips[0].audio + ".moved.wav"), *clips[1:]]
     assert changed(moved_audio, cfg) == {"audio"}
+    audio_span = [dataclasses.replace(clips[0], audio_start=0.25, audio_end=1.25), *clips[1:]]
+    assert changed(audio_span, cfg) == {"audio"}
+    video_frames = [dataclasses.replace(clips[0], video_start_frame=1, video_stop_frame=20), *clips[1:]]
+    assert changed(video_frames, cfg) == {"video"}
 
 
 def test_modality_key_tracks_source_files(shared_data, tmp_path):
