@@ -434,7 +434,7 @@ class CMRFConfig:
     mixup_alpha: float = 0.1
     """Both parameters of the Beta distribution that draws each mixing coefficient."""
     teacher_average: str = "simple"
-    """How the teacher averages the student's weights after start_step: simple (equal weight per step) or exponential."""
+    """Weight average the teacher keeps of the student after start_step: simple (each step weighs the same) or exponential."""
     ema_momentum: float = 0.999
     """Momentum m of the exponential average, teacher = m * teacher + (1 - m) * student."""
     start_step: int = 400
@@ -481,7 +481,7 @@ class TrainConfig:
     """Global batch size, split evenly over the workers."""
     balanced_batches: bool = True
     """Fill every worker's training batch with equal numbers of clips from each source domain, as the
-    official MER-DG code does; false streams the shuffled training rows of all source domains together."""
+    official MER-DG code does. False streams the shuffled training rows of all source domains together."""
     optimizer: str = "adam"
     """Optimizer: adam, or lars (LARS of You et al., 2017, the official MER-DG plain-fusion script's choice)."""
     lr: float = 1e-3
