@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -12,14 +13,21 @@ from merdg.config import ModelConfig
 from merdg.models.encoders import DEFAULT_ENCODERS, build_encoder
 from merdg.models.heads import FusionHead, Projector
 
+if TYPE_CHECKING:
+    from merdg.methods.base import HostMethod
+
 
 @dataclass
 class ModelOutput:
-    """Embeddings (B, encoder width) and projections (B, projection_dim) keyed by modality, and logits (B, C)."""
+    """Embeddings (B, encoder width) and projections (B, projection_dim) keyed by modality, and logits (B, C).
+
+    ``extras`` contains the outputs of the host method's modules by name, in training mode only.
+    """
 
     embeddings: dict[str, torch.Tensor]
     projections: dict[str, torch.Tensor]
     logits: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class MultimodalModel(nn.Module):
@@ -29,7 +37,9 @@ class MultimodalModel(nn.Module):
     encoder. Pretrained backbones load ``config.checkpoints[m]`` and freeze their stages before
     ``config.trainable_from``. The projectors and the fusion head take each encoder's own width.
     Projectors are built only when ``with_projectors`` is set, because parameters that receive no
-    gradient break DDP's gradient synchronisation.
+    gradient break DDP's gradient synchronisation. A host ``method`` adds its own modules
+    (``method_modules``), built last so that they may copy the encoders and projectors; they run
+    at the end of each forward pass in training mode.
     """
 
     def __init__(
@@ -40,11 +50,17 @@ class MultimodalModel(nn.Module):
         *,
         with_projectors: bool,
         encoders: Mapping[str, str] | None = None,
+        method: HostMethod | None = None,
     ):
         super().__init__()
         if not modalities:
             raise ValueError("the model needs at least one modality")
+        if method is not None and method.uses_projectors != with_projectors:
+            raise ValueError(f"host method {method.name!r} needs with_projectors={method.uses_projectors}, "
+                             f"got {with_projectors}; pass with_projectors=method.uses_projectors")
         self.modalities = list(modalities)
+        self.config = config
+        self.num_classes = num_classes
         names = {**DEFAULT_ENCODERS, **config.encoders, **(encoders or {})}
         self.encoders = nn.ModuleDict(
             {
@@ -67,6 +83,7 @@ class MultimodalModel(nn.Module):
             for m in self.modalities:
                 self.projectors[m] = Projector(self.embed_dims[m], config.projector_hidden, config.projection_dim)
         self.head = FusionHead(sum(self.embed_dims.values()), config.fusion_hidden, num_classes, config.dropout)
+        self.method_modules = method.build_modules(self) if method is not None else None
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> ModelOutput:
         missing = [m for m in self.modalities if m not in inputs]
@@ -75,4 +92,7 @@ class MultimodalModel(nn.Module):
         embeddings = {m: self.encoders[m](inputs[m]) for m in self.modalities}
         projections = {m: projector(embeddings[m]) for m, projector in self.projectors.items()}
         logits = self.head(torch.cat([embeddings[m] for m in self.modalities], dim=1))
-        return ModelOutput(embeddings=embeddings, projections=projections, logits=logits)
+        output = ModelOutput(embeddings=embeddings, projections=projections, logits=logits)
+        if self.method_modules is not None and self.training:
+            output.extras.update(self.method_modules(inputs, output))
+        return output

@@ -6,6 +6,10 @@ domains' test lists, the target's train list and the target's test list. Correct
 summed over workers, so every worker reports the same accuracies: ``val_acc`` (source test
 lists), ``target_acc`` (the target's train and test lists together, as the HAC peers evaluate)
 and ``target_test_acc`` (the target's test list alone, as the EPIC peers evaluate).
+
+With domain-balanced batches a worker reads its parts of each source domain instead
+(``merdg.training.balanced``). An incomplete last batch is dropped, as in the official MER-DG
+code, because BatchNorm in the host methods' heads and the contrastive terms need full batches.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from merdg.config import DataConfig, JobConfig, MERConfig
+from merdg.config import ConfigError, DataConfig, JobConfig, MERConfig
 from merdg.data.transforms import prepare_inputs
 from merdg.entropy import build_estimator
-from merdg.methods import build_method
+from merdg.methods import HostMethod, build_method
 from merdg.models import MultimodalModel
+from merdg.optim import build_optimizer
 from merdg.regularizer import MERRegularizer
+from merdg.training.balanced import BalancedPlan, balanced_part_name, iter_balanced_batches
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +118,82 @@ def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     return int(state["epoch"])
 
 
+def build_training(job: JobConfig, mer: MERConfig, num_classes: int,
+                   ) -> tuple[MultimodalModel, HostMethod, MERRegularizer | None]:
+    """Build the host method, the model with the method's modules, and MER's regularizer (None when lambda is 0).
+
+    MER's per-modality weights apply to every feature set of the modality (SimMMDG has two).
+    """
+    modalities = job.data.modalities
+    method = build_method(job.train.method, modalities, job.methods, mer_enabled=mer.enabled)
+    model = MultimodalModel(modalities, num_classes, job.model, with_projectors=method.uses_projectors, method=method)
+    regularizer = None
+    if mer.enabled:
+        estimator = build_estimator(mer.estimator, **mer.estimator_params)
+        feature_weights = {name: mer.modality_weights.get(modality, 1.0)
+                           for name, modality in method.entropy_feature_modalities().items()}
+        regularizer = MERRegularizer(estimator, mer.weight, feature_weights, normalize=mer.normalize, scope=mer.scope)
+    return model, method, regularizer
+
+
+def train_step(model: torch.nn.Module, method: HostMethod, regularizer: MERRegularizer | None,
+               optimizer: torch.optim.Optimizer, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+               ) -> dict[str, float]:
+    """Take one optimizer step and return the loss ('loss') and its named terms as floats.
+
+    ``model`` may be the DDP wrapper of a ``MultimodalModel``. MER's terms are named 'mer_<feature
+    set>' and 'mer_total'.
+
+    Raises:
+        FloatingPointError: the loss is not finite.
+    """
+    output = model(inputs)
+    terms = method.loss_terms(output, labels)
+    loss = torch.stack(list(terms.values())).sum()
+    if regularizer is not None:
+        mer_terms = regularizer(method.entropy_features(output))
+        loss = loss + mer_terms.total
+        terms.update({f"mer_{name}": value for name, value in mer_terms.per_modality.items()})
+        terms["mer_total"] = mer_terms.total
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite training loss {loss.item()} (terms: { {name: float(value) for name, value in terms.items()} }); "
+            "lower --train.lr or lambda, or check the input data for NaN values"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    method.after_optimizer_step(getattr(model, "module", model))
+    values = {"loss": float(loss.detach())}
+    values.update({name: float(value.detach()) for name, value in terms.items()})
+    return values
+
+
+def mean_train_metrics(sums: dict[str, float], num_batches: int, device: torch.device) -> dict[str, float]:
+    """Average per-batch sums over every worker's batches, as 'train_<name>' metrics.
+
+    Every worker must call it with the same names, because it all-reduces under DDP.
+    """
+    names = sorted(sums)
+    totals = _all_reduce_sum([sums[name] for name in names] + [float(num_batches)], device)
+    return {f"train_{name}": total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1])}
+
+
+def _training_batches(config: dict[str, Any], epoch: int, rank: int, world_size: int, batch_size: int,
+                      device: torch.device):
+    """Return the iterator of one epoch's training batches of this worker: balanced or streamed."""
+    seed = config["job"].train.seed * 100003 + epoch * world_size + rank
+    plan: BalancedPlan | None = config.get("balanced")
+    if plan is None:
+        return ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=batch_size, local_shuffle_buffer_size=4 * batch_size, local_shuffle_seed=seed,
+            drop_last=True, device=device,
+        )
+    shards = [ray.train.get_dataset_shard(balanced_part_name(index, rank)) for index in range(plan.num_domains)]
+    return iter_balanced_batches(shards, plan, rank, seed=seed, shuffle_buffer_rows=4 * plan.per_domain_batch,
+                                 device=device)
+
+
 def _quiet_worker_logs() -> None:
     """Keep per-epoch INFO lines of Ray Train and Ray Data out of the sweep's console."""
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -125,7 +207,11 @@ def _quiet_worker_logs() -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Train one configuration; ``config`` has the keys 'job' (JobConfig), 'mer' (MERConfig) and 'num_classes'."""
+    """Train one configuration.
+
+    ``config`` has the keys 'job' (JobConfig), 'mer' (MERConfig), 'num_classes' and 'balanced'
+    (a ``BalancedPlan``, or None to stream the 'train' dataset).
+    """
     _quiet_worker_logs()
     job: JobConfig = config["job"]
     mer: MERConfig = config["mer"]
@@ -136,59 +222,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     torch.manual_seed(job.train.seed)
-    model = MultimodalModel(modalities, num_classes, job.model, with_projectors=mer.enabled)
+    model, method, regularizer = build_training(job, mer, num_classes)
+    batch_size = job.train.batch_size // world_size
+    if batch_size < method.min_batch_size:
+        raise ConfigError(
+            f"invalid --train.batch_size: host method {method.name!r} needs at least {method.min_batch_size} rows per "
+            f"worker, but {job.train.batch_size} over {world_size} workers gives {batch_size}; raise --train.batch_size"
+        )
     model = ray.train.torch.prepare_model(model)
     module: MultimodalModel = getattr(model, "module", model)
-    method = build_method(job.train.method)
-    regularizer = None
-    if mer.enabled:
-        estimator = build_estimator(mer.estimator, **mer.estimator_params)
-        regularizer = MERRegularizer(
-            estimator, mer.weight, mer.modality_weights, normalize=mer.normalize, scope=mer.scope
-        )
-    optimizer = torch.optim.Adam(model.parameters(), lr=job.train.lr, weight_decay=job.train.weight_decay)
+    optimizer = build_optimizer(module, job.train)
     start_epoch = _restore(module, optimizer)
 
-    batch_size = job.train.batch_size // world_size
-    train_shard = ray.train.get_dataset_shard("train")
     augment_generator = torch.Generator().manual_seed(job.train.seed * 1009 + rank)
     for epoch in range(start_epoch, job.train.epochs):
         started = time.perf_counter()
         model.train()
         sums: dict[str, float] = defaultdict(float)
         num_batches = 0
-        for batch in train_shard.iter_torch_batches(
-            batch_size=batch_size,
-            local_shuffle_buffer_size=4 * batch_size,
-            local_shuffle_seed=job.train.seed * 100003 + epoch * world_size + rank,
-            device=device,
-        ):
+        for batch in _training_batches(config, epoch, rank, world_size, batch_size, device):
             inputs = prepare_inputs(batch, modalities, job.data, train=True, generator=augment_generator)
-            output = model(inputs)
-            terms = method.loss_terms(output, batch["label"])
-            loss = torch.stack(list(terms.values())).sum()
-            if regularizer is not None:
-                mer_terms = regularizer(method.entropy_features(output))
-                loss = loss + mer_terms.total
-                terms.update({f"mer_{name}": value for name, value in mer_terms.per_modality.items()})
-                terms["mer_total"] = mer_terms.total
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite training loss {loss.item()} at epoch {epoch + 1}, batch {num_batches + 1} "
-                    f"(terms: { {name: float(value) for name, value in terms.items()} }); lower --train.lr "
-                    "or lambda, or check the input data for NaN values"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums["loss"] += float(loss.detach())
-            for name, value in terms.items():
-                sums[name] += float(value.detach())
+            try:
+                values = train_step(model, method, regularizer, optimizer, inputs, batch["label"])
+            except FloatingPointError as error:
+                raise FloatingPointError(f"epoch {epoch + 1}, batch {num_batches + 1}: {error}") from error
+            for name, value in values.items():
+                sums[name] += value
             num_batches += 1
 
-        names = sorted(sums)
-        totals = _all_reduce_sum([sums[name] for name in names] + [float(num_batches)], device)
-        metrics = {f"train_{name}": total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1])}
+        if num_batches == 0:
+            raise ConfigError(
+                f"invalid --train.batch_size: worker {rank} had no full training batch of {batch_size} rows in epoch "
+                f"{epoch + 1}; lower --train.batch_size or --train.num_workers"
+            )
+        metrics = mean_train_metrics(sums, num_batches, device)
         evaluation = []
         for split in EVAL_SETS:
             evaluation.extend(_evaluate(module, eval_dataset_name(split, rank), job.data, batch_size, device))

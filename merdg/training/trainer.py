@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from merdg.config import ConfigError, JobConfig, MERConfig
 from merdg.data.pipeline import read_decoded
+from merdg.training.balanced import BalancedPlan, balanced_part_name, plan_balanced_batches
 from merdg.training.loop import EVAL_SETS, eval_dataset_name, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: J
     lists. The target's train and test lists are evaluated as two sets, so that the loop can
     report the accuracy on both together and on the test list alone. Each evaluation set is split
     into one exact part per worker ('val_0', 'val_1', ...); only 'train' is split by Ray.
+    With ``--train.balanced_batches`` and two or more sources, each source domain's train list is
+    instead split into one exact part per worker (see ``merdg.training.balanced``), and there is
+    no 'train' dataset. With one source every batch is balanced anyway, so 'train' is kept.
     """
     columns = [*job.data.modalities, "label"]
     # Ray Data tasks join only the trained modalities' per-modality caches into rows.
@@ -122,13 +126,17 @@ def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: J
     # Split lists are often sorted by class, and workers shuffle only within a small buffer of
     # rows, so the rows are shuffled globally once here.
     # NOTE: every epoch then reads the same global order up to that buffer's local reshuffling.
-    datasets = {"train": train.random_shuffle(seed=job.train.seed).materialize()}
+    if job.train.balanced_batches and len(sources) >= 2:
+        datasets = _balanced_train_parts(read, columns, sources, target, job)
+    else:
+        datasets = {"train": train.random_shuffle(seed=job.train.seed).materialize()}
     evaluation = dict(zip(EVAL_SETS, (validation, target_train, target_test), strict=True))
     for split, dataset in evaluation.items():
         for rank, part in enumerate(split_exactly(dataset, job.train.num_workers)):
             datasets[eval_dataset_name(split, rank)] = part
     # The target's train list may be empty, but its test list may not, because target_test_acc needs it.
-    required = ("train", eval_dataset_name("val", 0), eval_dataset_name("target_test", 0))
+    training = [name for name in datasets if name == "train" or name.startswith("train_domain")]
+    required = (*training, eval_dataset_name("val", 0), eval_dataset_name("target_test", 0))
     empty = [name for name in required if datasets[name].count() == 0]
     if empty:
         raise ValueError(
@@ -136,6 +144,48 @@ def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: J
             "check --data.domains and the split lists"
         )
     return datasets
+
+
+def _balanced_train_parts(read: Callable[..., ray.data.Dataset], columns: list[str], sources: Sequence[str],
+                          target: str, job: JobConfig) -> dict[str, ray.data.Dataset]:
+    """Return each source domain's shuffled train list split into one exact part per worker.
+
+    Raises:
+        ConfigError: a worker's batch cannot hold equal counts of every source domain, or a
+            worker's part of a domain cannot fill one balanced batch.
+    """
+    workers = job.train.num_workers
+    parts = {}
+    for index, domain in enumerate(sources):
+        rows = read(domains=[domain], splits=["train"]).select_columns(columns)
+        # Shuffled once like the unbalanced 'train' set. Each epoch then keeps a fresh random subset of it.
+        shuffled = rows.random_shuffle(seed=job.train.seed + index)
+        for rank, part in enumerate(split_exactly(shuffled, workers)):
+            parts[balanced_part_name(index, rank)] = part
+    sizes = [[parts[balanced_part_name(index, rank)].count() for index in range(len(sources))]
+             for rank in range(workers)]
+    if any(sum(column) == 0 for column in zip(*sizes)):
+        return parts  # build_datasets reports the source domain without training rows.
+    try:
+        plan_balanced_batches(sizes, job.train.batch_size // workers, sources)
+    except ValueError as error:
+        raise ConfigError(
+            f"invalid --train.batch_size {job.train.batch_size} with {workers} workers and "
+            f"--train.balanced_batches true, for target {target!r}: {error}. Choose a batch size that is a "
+            f"multiple of {workers * len(sources)} and small enough, or set --train.balanced_batches false"
+        ) from error
+    return parts
+
+
+def balanced_plan(datasets: Mapping[str, ray.data.Dataset], job: JobConfig) -> BalancedPlan | None:
+    """Return the balanced-batch plan of datasets from ``build_datasets``, or None when they have a 'train' set."""
+    if "train" in datasets:
+        return None
+    workers = job.train.num_workers
+    num_domains = sum(1 for name in datasets if name.startswith("train_domain") and name.endswith("_0"))
+    sizes = [[datasets[balanced_part_name(index, rank)].count() for index in range(num_domains)]
+             for rank in range(workers)]
+    return plan_balanced_batches(sizes, job.train.batch_size // workers)
 
 
 def build_trainer(
@@ -151,20 +201,21 @@ def build_trainer(
 ) -> TorchTrainer:
     """Return a ``TorchTrainer`` running ``train_loop_per_worker`` with DDP (gloo on CPU, NCCL on GPU).
 
-    Only the 'train' dataset is split by Ray; checkpoints keep the epoch with the best source
-    validation accuracy.
+    Only the 'train' dataset, when there is one, is split by Ray; checkpoints keep the epoch with
+    the best source validation accuracy.
     """
     worker = {"CPU": resources.cpus_per_worker}
     if resources.gpus_per_worker:
         worker["GPU"] = resources.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": job, "mer": mer, "num_classes": num_classes},
+        train_loop_config={"job": job, "mer": mer, "num_classes": num_classes,
+                           "balanced": balanced_plan(datasets, job)},
         scaling_config=ScalingConfig(
             num_workers=job.train.num_workers, use_gpu=job.train.use_gpu, resources_per_worker=worker
         ),
         torch_config=TorchConfig(backend="nccl" if job.train.use_gpu else "gloo"),
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"] if "train" in datasets else []),
         datasets=datasets,
         run_config=ray.train.RunConfig(
             name=name,
