@@ -48,6 +48,9 @@ free, so a read task of 0.5 CPU can always start and a trial that reads a cache 
 forever for CPUs held by training workers.
 """
 
+READ_TASKS_PER_CPU = 2
+"""Tasks of one ``read_decoded`` call per cluster CPU, or one per read plan entry if there are fewer."""
+
 TASK_MAX_RETRIES = 3
 """Retries of a decode or read task whose worker process died.
 
@@ -128,7 +131,10 @@ def read_decoded(
         "splits": list(splits),
     }
     items = [{"part": json.dumps(part)} for part in parts]
-    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+    # Each task starts a Ray Data worker call, which costs more than joining one small part, so
+    # a task joins several parts in turn (one output block each).
+    num_tasks = min(len(items), READ_TASKS_PER_CPU * _cluster_cpus())
+    return ray.data.from_items(items, override_num_blocks=num_tasks).map_batches(
         join_parts,
         batch_size=1,
         batch_format="pyarrow",
@@ -136,6 +142,13 @@ def read_decoded(
         num_cpus=READ_TASK_CPUS,
         max_retries=TASK_MAX_RETRIES,
     )
+
+
+def _cluster_cpus() -> int:
+    """Return the CPUs of the Ray cluster, or of this machine when Ray is not started yet."""
+    if ray.is_initialized():
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return os.cpu_count() or 1
 
 
 def join_parts(batch: pa.Table, *, folders: dict[str, str], base: str, modalities: list[str],
