@@ -1,6 +1,6 @@
 """Domain-balanced training batches: every worker's batch contains the same number of clips from each source domain.
 
-The official MER-DG code draws each batch with an equal count per source domain; an epoch ends
+The official MER-DG code draws each batch with an equal count per source domain. Its epoch ends
 when the smallest domain runs out (its sampler's ``drop_last=True``), and each epoch reshuffles
 every domain. Here the balance is exact per DDP worker, so the global batch is balanced too:
 
@@ -9,10 +9,9 @@ every domain. Here the balance is exact per DDP worker, so the global batch is b
 - Every worker runs ``steps_per_epoch`` steps, the same number on every worker: the fewest full
   per-domain chunks any worker's part of any domain gives. So DDP never waits on a worker that
   ran out of batches.
-- Each epoch, every worker keeps a random subset of exactly ``steps_per_epoch *
-  per_domain_batch`` rows of each of its parts (a fresh subset per epoch, like the official
-  sampler's reshuffle), reads them in a locally shuffled order, and concatenates one chunk of
-  every domain into each batch.
+- Each epoch, every worker reads each of its parts in a locally shuffled order and keeps a random
+  subset of exactly ``steps_per_epoch * per_domain_batch`` of its rows (a fresh subset per epoch,
+  like the official sampler's reshuffle). Each batch concatenates one chunk of every domain.
 """
 
 from __future__ import annotations
@@ -70,6 +69,34 @@ def plan_balanced_batches(part_sizes: Sequence[Sequence[int]], worker_batch: int
     return BalancedPlan(num_domains, per_domain, steps, tuple(tuple(sizes) for sizes in part_sizes))
 
 
+def _rows(columns: Mapping[str, torch.Tensor]) -> int:
+    return len(next(iter(columns.values())))
+
+
+def _take_rows(pieces: list[dict[str, torch.Tensor]], count: int,
+               ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Split the first ``count`` rows off ``pieces`` (column dicts with ``count`` rows or more in all).
+
+    Returns the rows and the remaining pieces. Rows within one piece are sliced without a copy.
+    """
+    taken = []
+    remaining = list(pieces)
+    needed = count
+    while needed:
+        piece = remaining.pop(0)
+        rows = _rows(piece)
+        if rows <= needed:
+            taken.append(piece)
+            needed -= rows
+        else:
+            taken.append({name: column[:needed] for name, column in piece.items()})
+            remaining.insert(0, {name: column[needed:] for name, column in piece.items()})
+            needed = 0
+    if len(taken) == 1:
+        return taken[0], remaining
+    return {name: torch.cat([part[name] for part in taken]) for name in taken[0]}, remaining
+
+
 def _kept_chunks(batches: Iterator[Mapping[str, torch.Tensor]], keep: torch.Tensor,
                  chunk_size: int) -> Iterator[dict[str, torch.Tensor]]:
     """Yield chunks of ``chunk_size`` rows made of the rows of ``batches`` whose position ``keep`` marks."""
@@ -77,17 +104,21 @@ def _kept_chunks(batches: Iterator[Mapping[str, torch.Tensor]], keep: torch.Tens
     pending_rows = 0
     position = 0
     for batch in batches:
-        rows = len(next(iter(batch.values())))
+        rows = _rows(batch)
         mask = keep[position: position + rows]
         position += rows
-        if mask.any():
-            pending.append({name: column[mask] for name, column in batch.items()})
-            pending_rows += int(mask.sum())
+        kept = int(mask.sum())
+        if kept == 0:
+            continue
+        if kept < rows:
+            indices = mask.nonzero().squeeze(1)
+            batch = {name: column.index_select(0, indices) for name, column in batch.items()}
+        pending.append(dict(batch))
+        pending_rows += kept
         while pending_rows >= chunk_size:
-            joined = {name: torch.cat([part[name] for part in pending]) for name in pending[0]}
-            yield {name: column[:chunk_size] for name, column in joined.items()}
-            pending = [{name: column[chunk_size:] for name, column in joined.items()}]
+            chunk, pending = _take_rows(pending, chunk_size)
             pending_rows -= chunk_size
+            yield chunk
 
 
 def iter_balanced_batches(
@@ -97,9 +128,11 @@ def iter_balanced_batches(
     """Yield ``plan.steps_per_epoch`` batches of one epoch for worker ``rank``.
 
     ``shards`` are the worker's ``ray.data.DataIterator`` parts, one per domain in domain-index
-    order. Each batch is a dict of columns whose rows are ``per_domain_batch``
-    rows of the first domain, then of the second, and so on. ``seed`` fixes the kept subset and
-    the local shuffle; pass a different one each epoch.
+    order. Each batch is a dict of columns whose rows are ``per_domain_batch`` rows of the first
+    domain, then of the second, and so on. ``seed`` fixes the kept subset and the local shuffle,
+    so pass a different one each epoch. ``shuffle_buffer_rows`` is the local shuffle buffer of
+    each domain. Each domain is read a whole worker batch at a time, because every Ray batch
+    costs a fixed conversion overhead.
     """
     if len(shards) != plan.num_domains:
         raise ValueError(f"{len(shards)} shards for a plan of {plan.num_domains} domains")
@@ -111,7 +144,7 @@ def iter_balanced_batches(
         keep = torch.zeros(size, dtype=torch.bool)
         keep[torch.randperm(size, generator=generator)[:needed]] = True
         batches = shard.iter_torch_batches(
-            batch_size=plan.per_domain_batch,
+            batch_size=plan.batch_size,
             local_shuffle_buffer_size=shuffle_buffer_rows,
             local_shuffle_seed=seed * 31 + index,
         )

@@ -190,7 +190,7 @@ def _training_batches(config: dict[str, Any], epoch: int, rank: int, world_size:
             drop_last=True, device=device,
         )
     shards = [ray.train.get_dataset_shard(balanced_part_name(index, rank)) for index in range(plan.num_domains)]
-    return iter_balanced_batches(shards, plan, rank, seed=seed, shuffle_buffer_rows=4 * plan.per_domain_batch,
+    return iter_balanced_batches(shards, plan, rank, seed=seed, shuffle_buffer_rows=2 * plan.batch_size,
                                  device=device)
 
 
