@@ -77,7 +77,7 @@ def training_step(estimator: str | None, batch: int) -> Callable[[], None]:
     }
     labels = torch.randint(0, 5, (batch,))
     model = MultimodalModel(modalities, 5, ModelConfig(), with_projectors=estimator is not None)
-    method = build_method("fusion")
+    method = build_method("fusion", modalities, mer_enabled=estimator is not None)
     regularizer = MERRegularizer(build_estimator(estimator), 3.0) if estimator else None
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
