@@ -5,10 +5,12 @@ With z_m the L2-normalised projection of modality m's embedding and M modalities
 
     L = CE(fusion(e)) + w * sum_{a < b} [ InfoNCE(z_a, z_b) + InfoNCE(z_b, z_a) ]
 
-This is CMC's "full graph" objective: every pair of views, contrasted in both directions.
+Every pair of views is contrasted in both directions, as the CMC code adds the losses of its two
+views' directions with weight 1.
 InfoNCE(z_a, z_b) is the cross-entropy of matching each row of z_a to its own sample's row of
-z_b among the batch's rows (the softmax form of CMC's NCE, with temperature tau = 0.07 as in the
-CMC code). The negatives are the batch's other samples, not a memory bank as in CMC's code.
+z_b among the batch's rows, at temperature tau (0.07, the CMC code's ``nce_t``). The CMC code
+estimates the same contrast with NCE against a memory bank of negatives. Here the negatives are
+the batch's other samples.
 """
 
 from __future__ import annotations
