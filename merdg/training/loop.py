@@ -8,8 +8,9 @@ lists), ``target_acc`` (the target's train and test lists together, as the HAC p
 and ``target_test_acc`` (the target's test list alone, as the EPIC peers evaluate).
 
 With domain-balanced batches a worker reads its parts of each source domain instead
-(``merdg.training.balanced``). An incomplete last batch is dropped, as in the official MER-DG
-code, because BatchNorm in the host methods' heads and the contrastive terms need full batches.
+(``merdg.training.balanced``), and every batch is full. A streamed last batch with fewer rows
+than the host method needs (``HostMethod.min_batch_size``: 2 for BatchNorm heads and contrastive
+terms) is skipped. Ray's equal split gives every worker the same rows, so all workers skip it.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def _training_batches(config: dict[str, Any], epoch: int, rank: int, world_size:
     if plan is None:
         return ray.train.get_dataset_shard("train").iter_torch_batches(
             batch_size=batch_size, local_shuffle_buffer_size=4 * batch_size, local_shuffle_seed=seed,
-            drop_last=True, device=device,
+            device=device,
         )
     shards = [ray.train.get_dataset_shard(balanced_part_name(index, rank)) for index in range(plan.num_domains)]
     return iter_balanced_batches(shards, plan, rank, seed=seed, shuffle_buffer_rows=2 * plan.batch_size,
@@ -241,6 +242,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         sums: dict[str, float] = defaultdict(float)
         num_batches = 0
         for batch in _training_batches(config, epoch, rank, world_size, batch_size, device):
+            if len(batch["label"]) < method.min_batch_size:
+                continue
             inputs = prepare_inputs(batch, modalities, job.data, train=True, generator=augment_generator)
             try:
                 values = train_step(model, method, regularizer, optimizer, inputs, batch["label"])
@@ -252,8 +255,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         if num_batches == 0:
             raise ConfigError(
-                f"invalid --train.batch_size: worker {rank} had no full training batch of {batch_size} rows in epoch "
-                f"{epoch + 1}; lower --train.batch_size or --train.num_workers"
+                f"invalid --train.num_workers: worker {rank} of {world_size} had no training batch of "
+                f"{method.min_batch_size} rows or more in epoch {epoch + 1}, because its share of the training "
+                "clips is too small; lower --train.num_workers or add training clips"
             )
         metrics = mean_train_metrics(sums, num_batches, device)
         evaluation = []
