@@ -21,7 +21,7 @@ from merdg.config import (
 from merdg.methods import CMRF, HOST_METHODS, SimMMDG, build_method
 from merdg.methods.cmrf import CMRFModules
 from merdg.methods.losses import info_nce_loss, supervised_contrastive_loss, unit_distance
-from merdg.models import MultimodalModel
+from merdg.models import ModelOutput, MultimodalModel
 from merdg.optim import build_optimizer
 from merdg.training.loop import build_training, mean_train_metrics, train_step
 
@@ -180,7 +180,7 @@ def test_simmmdg_distance_is_negative_half_mse():
     embeddings = {"video": torch.tensor([[1.0, 2.0, 3.0, 6.0]]), "audio": torch.tensor([[0.0, 0.0, 1.0, 1.0]])}
     extras = {"shared.video": F.normalize(torch.ones(1, 2)), "shared.audio": F.normalize(torch.ones(1, 2)),
               "translation.video.audio": torch.ones(1, 4), "translation.audio.video": torch.ones(1, 4)}
-    output = type("Output", (), {"embeddings": embeddings, "extras": extras, "logits": torch.zeros(1, 3)})()
+    output = ModelOutput(embeddings=embeddings, projections={}, logits=torch.zeros(1, 3), extras=extras)
     terms = method.loss_terms(output, torch.tensor([0]))
     # The video halves' MSE is mean(2^2, 4^2) = 10 and the audio halves' is 1, so the term is -0.7 * (10 + 1) / 2.
     assert terms["distance"].item() == pytest.approx(-0.7 * 5.5)
