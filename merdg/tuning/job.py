@@ -19,7 +19,7 @@ from merdg.data.clips import DatasetError
 from merdg.data.datasets import DatasetInfo, load_dataset
 from merdg.data.pipeline import DecodeCacheResult, build_decode_cache
 from merdg.entropy import ESTIMATORS, build_estimator
-from merdg.methods import HOST_METHODS
+from merdg.methods import HOST_METHODS, build_method
 from merdg.selection import SELECTION_METHODS
 from merdg.tracking import Tracker, default_tracking_uri
 from merdg.training.trainer import check_feasible, max_concurrent_trials, size_workers
@@ -148,6 +148,9 @@ def validate_job(job: JobConfig) -> None:
     """Check the names the job refers to (host method, selection, estimator) before any work."""
     if job.train.method not in HOST_METHODS:
         raise ConfigError(f"invalid --train.method: {job.train.method!r}; registered: {sorted(HOST_METHODS)}")
+    # Building the method checks it against the modalities (most methods need two or more), so a
+    # mismatch stops the job here rather than in the first trial, after decoding.
+    build_method(job.train.method, job.data.modalities, job.methods, mer_enabled=job.mer.weight > 0)
     if job.tune.selection not in SELECTION_METHODS:
         raise ConfigError(f"invalid --tune.selection: {job.tune.selection!r}; registered: {sorted(SELECTION_METHODS)}")
     if job.mer.estimator not in ESTIMATORS:

@@ -100,3 +100,9 @@ def test_refused_ray_address_raises():
     with pytest.raises(ConfigError, match="--ray_address: no Ray cluster responds at 127.0.0.1:1"):
         check_ray_address("127.0.0.1:1")
     check_ray_address("auto")
+
+
+def test_method_needing_two_modalities_raises():
+    job = JobConfig(data=DataConfig(modalities=["audio"]), train=TrainConfig(method="simmmdg"))
+    with pytest.raises(ConfigError, match="--data.modalities"):
+        validate_job(job)
