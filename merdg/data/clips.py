@@ -45,7 +45,8 @@ class Clip:
     Python numbers, NaN becomes None and frame indices become ints.
 
     Raises:
-        ValueError: a frame span has only one end, a negative index, or ends before it starts.
+        ValueError: a span in seconds is negative, infinite or ends before it starts, or a frame
+            span has only one end, a negative index, or ends before it starts.
     """
 
     clip_id: str
@@ -77,6 +78,15 @@ class Clip:
             if clip_field.name.endswith("_frame") and value is not None:
                 value = int(value)
             object.__setattr__(self, clip_field.name, value)
+        for first_name, last_name in (("start", "end"), ("audio_start", "audio_end")):
+            first, last = getattr(self, first_name), getattr(self, last_name)
+            for name, value in ((first_name, first), (last_name, last)):
+                if value is not None and not (math.isfinite(value) and value >= 0):
+                    raise ValueError(f"clip {self.clip_id}: invalid {name} {value}; a span is in seconds >= 0")
+            if first is not None and last is not None and last <= first:
+                raise ValueError(
+                    f"clip {self.clip_id}: invalid span: {last_name} {last} is not after {first_name} {first}"
+                )
         for modality in ("video", "flow"):
             span = self.frame_span(modality)
             first = getattr(self, f"{modality}_start_frame")

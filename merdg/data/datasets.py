@@ -12,6 +12,9 @@ from merdg.data.clips import Clip, DatasetError
 
 logger = logging.getLogger(__name__)
 
+MAX_INFERRED_CLASSES = 10000
+"""Most classes a manifest's labels may imply when --data.class_names is not given."""
+
 
 @dataclass
 class DatasetInfo:
@@ -98,6 +101,12 @@ def load_manifest(cfg: DataConfig) -> DatasetInfo:
     domains = _check_domains(cfg.domains, available, Path(cfg.manifest))
     clips = [clip for clip in all_clips if clip.domain in domains]
     num_classes = max(clip.label for clip in all_clips) + 1 if all_clips else 0
+    if cfg.class_names is None and num_classes > MAX_INFERRED_CLASSES:
+        worst = max(all_clips, key=lambda clip: clip.label)
+        raise DatasetError(
+            f"{worst.source}, row {worst.row}: label {worst.label} would make {num_classes} classes; "
+            f"fix the label, or list the class names with --data.class_names"
+        )
     if cfg.class_names is not None:
         if num_classes > len(cfg.class_names):
             worst = max(all_clips, key=lambda clip: clip.label)
@@ -114,7 +123,8 @@ def load_manifest(cfg: DataConfig) -> DatasetInfo:
         )
     unused = sorted(set(range(len(class_names))) - {clip.label for clip in all_clips})
     if unused:
-        logger.warning("manifest %s: no clip has the label(s) %s", cfg.manifest, unused)
+        shown = ", ".join(map(str, unused[:20])) + (f" and {len(unused) - 20} more" if len(unused) > 20 else "")
+        logger.warning("manifest %s: no clip has the label(s) %s", cfg.manifest, shown)
     return DatasetInfo("manifest", Path(cfg.manifest).parent, domains, class_names, clips)
 
 

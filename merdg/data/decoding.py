@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -83,6 +84,20 @@ def _candidate_indices(estimate: int | None, num_frames: int, stride: int) -> se
 # Opening media
 
 
+def sequence_file(pattern: str, index: int) -> str:
+    """Return the file of image ``index`` of a sequence pattern, such as ``.../frame_%010d.jpg``.
+
+    Only the ``%d`` field of the file name is replaced, so a ``%`` elsewhere in the path (a
+    folder named ``a%20b``) is kept as it is.
+    """
+    folder, name = os.path.split(pattern)
+    match = _SEQUENCE_FIELD.search(name)
+    if match is None:
+        raise ValueError(f"{pattern}: the file name has no %d field")
+    field = "%" + match.group(1) + match.group(2) + "d"
+    return os.path.join(folder, name[: match.start()] + field % index + name[match.end() :])
+
+
 def _is_sequence_pattern(path: str) -> bool:
     return _SEQUENCE_FIELD.search(os.path.basename(path)) is not None and not os.path.isfile(path)
 
@@ -120,7 +135,7 @@ def _scan_sequence(pattern: str) -> _SequenceInfo:
         missing = next(i for i in range(first, last + 1) if i not in present)
         raise ClipDecodeError(
             pattern,
-            f"image sequence has a gap: frame {pattern % missing} is missing "
+            f"image sequence has a gap: frame {sequence_file(pattern, missing)} is missing "
             f"({len(indices)} frames found between indices {first} and {last})",
         )
     return _SequenceInfo(first_index=first, num_files=len(indices))
@@ -160,6 +175,9 @@ def _declared_end(container: av.container.InputContainer, stream: av.stream.Stre
 
 
 def _check_span(path: str, start: float | None, end: float | None) -> None:
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not math.isfinite(value):
+            raise ClipDecodeError(path, f"invalid span: {name}={value} s is not a finite number")
     if start is not None and start < 0:
         raise ClipDecodeError(path, f"invalid span: start={start} s is negative")
     if start is not None and end is not None and end <= start:
@@ -417,7 +435,11 @@ def _decode_sequence_frames(
     options = {"start_number": str(info.first_index + first), "pattern_type": "sequence"}
     converted: dict[int, np.ndarray] = {}
     try:
-        with av.open(pattern, format="image2", options=options) as container:
+        # The image2 demuxer reads every % in the path as a field, so one outside the file
+        # name's %d field is escaped as %%.
+        folder, name = os.path.split(pattern)
+        demuxer_pattern = os.path.join(folder.replace("%", "%%"), name)
+        with av.open(demuxer_pattern, format="image2", options=options) as container:
             for position, frame in enumerate(container.decode(video=0)):
                 if position >= needed:
                     break
@@ -433,6 +455,8 @@ def _decode_sequence_frames(
 
 
 _IMAGE_CODECS = {".jpg": "mjpeg", ".jpeg": "mjpeg", ".png": "png", ".bmp": "bmp"}
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+"""Largest image file read, in bytes; a frame of a video dataset is far smaller."""
 
 
 def _decode_indexed_images(
@@ -455,7 +479,7 @@ def _decode_indexed_images(
 
     converted: dict[int, np.ndarray] = {}
     for index in sorted(set(indices)):
-        image_path = pattern % (first + index)
+        image_path = sequence_file(pattern, first + index)
         converted[index] = _decode_image(image_path, codec, convert, pattern, frames)
     return _SampledFrames(frames=[converted[i] for i in indices], num_available=count)
 
@@ -468,8 +492,13 @@ def _decode_image(
     frames: tuple[int, int],
 ) -> np.ndarray:
     try:
+        status = os.stat(path)
+        if not stat.S_ISREG(status.st_mode):
+            raise ClipDecodeError(path, "undecodable image: not a regular file (a folder, pipe or device)")
+        if status.st_size > MAX_IMAGE_BYTES:
+            raise ClipDecodeError(path, f"undecodable image: {status.st_size} bytes, more than {MAX_IMAGE_BYTES}")
         with open(path, "rb") as handle:
-            data = handle.read()
+            data = handle.read(MAX_IMAGE_BYTES + 1)
     except FileNotFoundError:
         raise ClipDecodeError(
             path, f"missing frame: the span [{frames[0]}, {frames[1]}] of {pattern} needs this image"

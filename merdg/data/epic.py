@@ -86,10 +86,20 @@ _ALLOWED_GLOBALS = frozenset(
         ("numpy._core.multiarray", "scalar"),
         ("numpy._core.numeric", "_frombuffer"),
         ("builtins", "slice"),
+        # Pickle protocols 0 to 2 rebuild objects and bytes through these.
+        ("copyreg", "_reconstructor"),
+        ("builtins", "object"),
+        ("_codecs", "encode"),
     }
 )
 # NumPy 2 renamed numpy.core to numpy._core; pickles written with NumPy 1 use the old name.
-_RENAMED_MODULES = {"numpy.core.multiarray": "numpy._core.multiarray", "numpy.core.numeric": "numpy._core.numeric"}
+# Pickle protocols 0 to 2 name the Python 2 modules copy_reg and __builtin__.
+_RENAMED_MODULES = {
+    "numpy.core.multiarray": "numpy._core.multiarray",
+    "numpy.core.numeric": "numpy._core.numeric",
+    "copy_reg": "copyreg",
+    "__builtin__": "builtins",
+}
 
 _TIMESTAMP = re.compile(r"\A(\d+):(\d{2}):(\d{2}(?:\.\d+)?)\Z")
 
@@ -105,9 +115,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         module = _RENAMED_MODULES.get(module, module)
         if (module, name) not in _ALLOWED_GLOBALS:
             raise DatasetError(
-                f"{self._path}: rejected unpickling global {module}.{name}; a split pickle may only hold a pandas "
-                "DataFrame of plain columns, and this file asks for another object (it may run code when loaded). "
-                "Use the published split files, or convert the splits to a manifest CSV (--data.dataset manifest)"
+                f"{self._path}: rejected unpickling global {module}.{name}; a split pickle may only contain a "
+                "pandas DataFrame of object and number columns, and this file asks for another object (it may "
+                "run code when loaded). Use the published split files. For a file you trust, re-save it with "
+                "object columns (df.astype(object).to_pickle(path)), or convert it to a manifest CSV read with "
+                "--data.dataset manifest"
             )
         return super().find_class(module, name)
 
@@ -132,7 +144,9 @@ def load_split_pickle(path: str | os.PathLike) -> Any:
     except Exception as exc:  # noqa: BLE001 - a damaged pickle raises many exception types
         raise DatasetError(f"cannot read split file {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(frame, pd.DataFrame):
-        raise DatasetError(f"{path}: invalid split file: it contains a {type(frame).__name__}, expected a pandas DataFrame")
+        raise DatasetError(
+            f"{path}: invalid split file: it contains a {type(frame).__name__}, expected a pandas DataFrame"
+        )
     return frame
 
 
@@ -183,11 +197,22 @@ def read_epic(
         for split in splits:
             path = split_folder / SPLIT_FILE_PATTERN.format(domain=domain, split=split)
             frame = load_split_pickle(path)
-            _check_columns(frame, path)
-            if frame.empty:
+            try:
+                _check_columns(frame, path)
+                records = frame.to_dict("records")
+            except (AttributeError, TypeError, ValueError, KeyError) as exc:
+                # A pickle can set any attribute of the DataFrame it rebuilds, which breaks it.
+                raise DatasetError(f"{path}: invalid split file: the DataFrame in it is damaged ({exc})") from None
+            if not records:
                 logger.warning("split file %s lists no segments", path)
-            for position, row in enumerate(frame.to_dict("records"), start=1):
-                clips.append(_make_clip(root, domain, split, row, path, position, layout))
+            first_rows: dict[str, int] = {}
+            for position, row in enumerate(records, start=1):
+                clip = _make_clip(root, domain, split, row, path, position, layout)
+                if clip.clip_id in first_rows:
+                    raise _row_error(path, position, f"duplicate uid {row['uid']} (first at row "
+                                     f"{first_rows[clip.clip_id]}); each segment needs its own uid")
+                first_rows[clip.clip_id] = position
+                clips.append(clip)
     return clips
 
 

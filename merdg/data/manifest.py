@@ -66,7 +66,9 @@ def read_manifest_table(path: str | os.PathLike) -> pa.Table:
         if suffix == ".csv":
             # Paths and ids stay strings even when they look like numbers.
             text_columns = {name: pa.string() for name in (*REQUIRED_COLUMNS[:3], *PATH_COLUMNS)}
-            options = pyarrow.csv.ConvertOptions(column_types=text_columns, strings_can_be_null=True)
+            # Only an empty cell is null: pyarrow's default also reads "nan", "NULL" and "N/A" as null,
+            # which would turn a mistyped span into a whole file without an error.
+            options = pyarrow.csv.ConvertOptions(column_types=text_columns, strings_can_be_null=True, null_values=[""])
             return pyarrow.csv.read_csv(path, convert_options=options)
         if suffix == ".parquet":
             return pyarrow.parquet.read_table(path)
@@ -95,9 +97,9 @@ def read_manifest(path: str | os.PathLike, *, domains: Sequence[str] | None = No
     if ignored:
         logger.info("manifest %s: ignoring column(s) %s", path, ignored)
 
-    # A CSV row's number is its line in the file (the header is line 1); a Parquet row's is its
-    # position from 1.
-    first_row = 2 if path.suffix.lower() == ".csv" else 1
+    # Rows are numbered from 1 in the order they are read, without the CSV header. The number is
+    # not a line number, because a CSV can hold blank lines and quoted line breaks.
+    first_row = 1
     columns = [name for name in table.column_names if name in _KNOWN_COLUMNS]
     clips: list[Clip] = []
     seen: dict[str, int] = {}
@@ -154,6 +156,8 @@ def _make_clip(record: dict[str, Any], path: Path, row: int) -> Clip:
                 values[name] = float(value)
             except (TypeError, ValueError):
                 raise DatasetError(f"manifest {path}, row {row}: {name} {value!r} is not a number") from None
+            if not math.isfinite(values[name]):
+                raise DatasetError(f"manifest {path}, row {row}: {name} {value!r} is not a finite number")
     for name in FRAME_COLUMNS:
         if name in values and not float(values[name]).is_integer():
             raise DatasetError(f"manifest {path}, row {row}: {name} {values[name]} is not an integer image index")

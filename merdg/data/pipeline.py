@@ -271,6 +271,12 @@ def _decode_modality(clips: list[Clip], modality: str, cfg: DataConfig) -> tuple
         except ClipDecodeError as exc:
             failures.append([clip.clip_id, exc.path, exc.reason])
             logger.debug("clip %s failed to decode %s: %s", clip.clip_id, modality, exc)
+        except Exception as exc:  # noqa: BLE001 - one clip's unforeseen failure must not end the task
+            # Reported like a decode failure (an error, or a quarantined clip with skipping on),
+            # so that one odd file cannot crash the decode stage.
+            logger.warning("clip %s: unexpected error decoding %s", clip.clip_id, modality, exc_info=True)
+            path = ", ".join(clip.paths(modality)) or clip.clip_id
+            failures.append([clip.clip_id, path, f"unexpected decoding error: {type(exc).__name__}: {exc}"])
     return decoded, failures
 
 

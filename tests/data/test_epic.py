@@ -282,3 +282,29 @@ def test_audio_cut_by_timestamps(frames_tree):
     first = decode_clip(clips[0], ["audio"], cfg)["audio"]
     second = decode_clip(clips[1], ["audio"], cfg)["audio"]
     assert not np.allclose(first, second)
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 5])
+def test_every_pickle_protocol_loads(shared_data, tmp_path, protocol):
+    frame = load_split_pickle(shared_data / SPLITS_DIR / "D1_test.pkl").head(5)
+    path = tmp_path / "D1_test.pkl"
+    path.write_bytes(pickle.dumps(frame, protocol=protocol))
+    assert load_split_pickle(path).equals(frame)
+
+
+def test_damaged_dataframe_state_rejected(shared_data, tmp_path):
+    frame = load_split_pickle(shared_data / SPLITS_DIR / "D1_test.pkl").head(2)
+    frame.__dict__["_mgr"] = 5  # what a pickle that sets the attribute rebuilds
+    write_rows(shared_data, tmp_path, lambda _: None)
+    (tmp_path / "D1_train.pkl").write_bytes(pickle.dumps(frame))
+    with pytest.raises(DatasetError, match="D1_train.pkl: invalid split file: the DataFrame in it is damaged"):
+        read_epic(tmp_path, domains=["D1", "D2"])
+
+
+def test_duplicate_uid_rejected(shared_data, tmp_path):
+    def duplicate(frame: pd.DataFrame) -> None:
+        frame.loc[1, "uid"] = frame.loc[0, "uid"]
+
+    write_rows(shared_data, tmp_path, duplicate)
+    with pytest.raises(DatasetError, match=r"D1_train.pkl, row 2: duplicate uid .* \(first at row 1\)"):
+        read_epic(tmp_path, domains=["D1", "D2"])

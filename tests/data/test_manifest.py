@@ -52,7 +52,7 @@ def test_csv_relative_paths_resolved(media):
     assert clips[0].flow_x is None
     assert clips[1].frame_span("video") == (2, 9)
     assert clips[1].frame_span("flow") is None
-    assert (clips[1].source, clips[1].row) == (str(manifest.resolve()), 3)
+    assert (clips[1].source, clips[1].row) == (str(manifest.resolve()), 2)
 
 
 def test_manifest_clips_decode(media):
@@ -109,15 +109,20 @@ def test_numeric_ids_stay_text(tmp_path):
 @pytest.mark.parametrize(
     "row, message",
     [
-        ("a,d,val,0,v.mp4,,,,,,,", r"row 2: split 'val' is not one of \['train', 'test'\]"),
-        ("a,d,train,-1,v.mp4,,,,,,,", r"row 2: label '-1' is not an integer >= 0"),
-        ("a,d,train,1.5,v.mp4,,,,,,,", r"row 2: label '1.5' is not an integer >= 0"),
-        ("a,d,train,cat,v.mp4,,,,,,,", r"row 2: label 'cat' is not an integer >= 0"),
-        (",d,train,0,v.mp4,,,,,,,", r"row 2: empty clip_id"),
-        ("a,,train,0,v.mp4,,,,,,,", r"row 2: empty domain"),
-        ("a,d,train,0,v.mp4,,,,,,5,", r"row 2: .*video frame span needs both ends"),
-        ("a,d,train,0,v.mp4,,,,,,9,5", r"row 2: .*invalid video frame span \[9, 5\]"),
-        ("a,d,train,0,v.mp4,,,,soon,,,", r"row 2: start 'soon' is not a number"),
+        ("a,d,val,0,v.mp4,,,,,,,", r"row 1: split 'val' is not one of \['train', 'test'\]"),
+        ("a,d,train,-1,v.mp4,,,,,,,", r"row 1: label '-1' is not an integer >= 0"),
+        ("a,d,train,1.5,v.mp4,,,,,,,", r"row 1: label '1.5' is not an integer >= 0"),
+        ("a,d,train,cat,v.mp4,,,,,,,", r"row 1: label 'cat' is not an integer >= 0"),
+        (",d,train,0,v.mp4,,,,,,,", r"row 1: empty clip_id"),
+        ("a,,train,0,v.mp4,,,,,,,", r"row 1: empty domain"),
+        ("a,d,train,0,v.mp4,,,,,,5,", r"row 1: .*video frame span needs both ends"),
+        ("a,d,train,0,v.mp4,,,,,,9,5", r"row 1: .*invalid video frame span \[9, 5\]"),
+        ("a,d,train,0,v.mp4,,,,soon,,,", r"row 1: start 'soon' is not a number"),
+        ("a,d,train,0,v.mp4,,,,inf,,,", r"row 1: start '?inf'? is not a finite number"),
+        ("a,d,train,0,v.mp4,,,,nan,,,", r"row 1: start '?nan'? is not a finite number"),
+        ("a,d,train,0,v.mp4,,,,-1,2,,", r"row 1: .*invalid start -1.0"),
+        ("a,d,train,0,v.mp4,,,,3,2,,", r"row 1: .*invalid span: end 2.0 is not after start 3.0"),
+        ("a,d,train,0,v.mp4,,,,2,2,,", r"row 1: .*invalid span: end 2.0 is not after start 2.0"),
     ],
 )
 def test_invalid_row_names_file_and_row(tmp_path, row, message):
@@ -129,7 +134,7 @@ def test_invalid_row_names_file_and_row(tmp_path, row, message):
 
 def test_duplicate_clip_id_rejected(tmp_path):
     path = write_csv(tmp_path / "m.csv", ["a,d,train,0,v.mp4,,,,,,,", "a,e,test,1,w.mp4,,,,,,,"])
-    with pytest.raises(DatasetError, match=r"row 3: duplicate clip_id 'a' \(first at row 2\)"):
+    with pytest.raises(DatasetError, match=r"row 2: duplicate clip_id 'a' \(first at row 1\)"):
         read_manifest(path)
 
 
@@ -151,7 +156,7 @@ def test_unknown_extension_and_missing_file(tmp_path):
 def test_label_beyond_class_names(tmp_path):
     path = write_csv(tmp_path / "m.csv", ["a,d,train,0,v.mp4,,,,,,,", "b,e,train,3,v.mp4,,,,,,,"])
     cfg = DataConfig(dataset="manifest", manifest=path, class_names=["walk", "run"])
-    with pytest.raises(DatasetError, match=r"row 3: label 3 is outside \[0, 2\)"):
+    with pytest.raises(DatasetError, match=r"row 2: label 3 is outside \[0, 2\)"):
         load_dataset(cfg)
 
 
@@ -165,3 +170,16 @@ def test_unknown_domain_rejected(tmp_path):
 def test_manifest_requires_path():
     with pytest.raises(DatasetError, match="--data.manifest is required"):
         load_dataset(DataConfig(dataset="manifest"))
+
+
+def test_rows_counted_without_blank_lines(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + "a,d,train,0,v.mp4,,,,,,,\n\n\nb,d,test,x,v.mp4,,,,,,,\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"row 2: label 'x'"):
+        read_manifest(path)
+
+
+def test_huge_label_needs_class_names(tmp_path):
+    path = write_csv(tmp_path / "m.csv", ["a,d,train,0,v.mp4,,,,,,,", "b,e,train,1000000000,v.mp4,,,,,,,"])
+    with pytest.raises(DatasetError, match=r"row 2: label 1000000000 would make 1000000001 classes"):
+        load_dataset(DataConfig(dataset="manifest", manifest=path))
