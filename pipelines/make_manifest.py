@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as error:
         print(f"make_manifest.py: error: {error}", file=sys.stderr)
         return 2
-    write_manifest(info.clips, out)
+    try:
+        write_manifest(info.clips, out)
+    except OSError as error:
+        print(f"make_manifest.py: error: cannot write --out {out}: {error.strerror or error}", file=sys.stderr)
+        return 2
     counts = Counter((clip.domain, clip.split) for clip in info.clips)
     summary = ", ".join(f"{domain}/{split} {count}" for (domain, split), count in sorted(counts.items()))
     print(f"wrote {len(info.clips)} clips of {info.name} ({summary}) to {out}")

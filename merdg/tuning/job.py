@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +215,16 @@ def run_job(job: JobConfig) -> JobResult:
     logger.info("decode cache %s: %d clips; decoded now: %s; reused: %s; %d skipped",
                 data.path, data.num_clips, format_counts(data.decoded_counts), format_counts(data.reused_counts),
                 data.num_skipped)
+    if data.num_skipped:
+        skipped_ids = {item["clip_id"] for item in data.skipped}
+        kept = dataclasses.replace(info, clips=[clip for clip in info.clips if clip.clip_id not in skipped_ids])
+        try:
+            check_splits(kept, plans)
+        except DatasetError as error:
+            raise DatasetError(
+                f"after skipping {data.num_skipped} clip(s) that failed to decode (listed in "
+                f"{data.quarantine_csv}): {error}"
+            ) from None
 
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{job.fingerprint()}"
     sweep_run_id = tracker.start_run(

@@ -51,3 +51,23 @@ def test_ray_decode_of_manifest(ray_local, tmp_path, shared_data):
     manifest = write_manifest(clips, tmp_path / "clips.parquet")
     cfg = DataConfig(dataset="manifest", manifest=manifest, cache_dir=tmp_path / "cache")
     assert decoded_ids(cfg, ("D1", "D2", "D3")) == sorted(clip.clip_id for clip in clips)
+
+
+@pytest.mark.slow
+def test_skipping_every_target_test_clip_is_an_error(tmp_path, shared_data):
+    root = build_real_epic_tree(shared_data, tmp_path / "epic", "frames", rows_per_split=1)
+    # D2's test list has one clip; removing its RGB frames makes it fail to decode.
+    for frame in (root / "rgb" / "test" / "D2").glob("*/frame_*.jpg"):
+        frame.unlink()
+    args = [
+        "--data.dataset", "epic",
+        "--data.root", str(root),
+        "--data.cache_dir", str(tmp_path / "cache"),
+        "--data.skip_bad_clips", "true",
+        "--tune.targets", "[D2]",
+        *TINY_TRAINING,
+    ]
+    process = run_main_job(args, tmp_path, expect_success=False)
+    assert process.returncode == 2
+    assert "after skipping 1 clip(s) that failed to decode" in process.stderr
+    assert "target 'D2'" in process.stderr
