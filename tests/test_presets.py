@@ -27,3 +27,11 @@ def test_config_clips_follow_paper_protocol(path):
     assert job.data.video == VideoDecodeConfig()
     assert job.data.flow == FlowDecodeConfig()
     assert job.data.audio == AudioDecodeConfig()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_uses_paper_backbones(path):
+    job = parse_job(["--config", str(path)], prog="tune_all_domains.py")
+    assert job.model.encoders == {"video": "slowfast_r101", "audio": "resnet18_audio", "flow": "slowonly_r50_flow"}
+    assert sorted(job.model.checkpoints) == ["audio", "flow", "video"]
+    assert job.model.trainable_from == "layer4"
