@@ -88,8 +88,11 @@ def test_mask_equals_running_on_kept_rows(name):
     masked = estimator(z, mask)
     on_kept_rows = estimator(z.detach()[mask])
     (grad,) = torch.autograd.grad(masked, z)
-    # Not bitwise: the matrix products may round differently for the copied rows.
-    assert torch.allclose(masked.detach(), on_kept_rows, rtol=1e-5, atol=1e-6)
+    # Not bitwise: the matrix products may round differently for the copied rows. Renyi's
+    # 1 / (1 - alpha) factor (100 at its default alpha of 1.01) scales that float32 rounding of
+    # about 1e-7 per eigenvalue up to about 1e-5, so it gets a wider tolerance.
+    rtol = 1e-3 if name == "renyi" else 1e-5
+    assert torch.allclose(masked.detach(), on_kept_rows, rtol=rtol, atol=1e-6)
     assert torch.count_nonzero(grad[~mask]) == 0
 
 
