@@ -463,8 +463,9 @@ def _finish_staging(folder: Path, modality: str, key: str, status: list[dict[str
     skipped.sort(key=lambda item: item["clip_id"])
 
     if skipped:
-        logger.warning("%s: %d of %d clips failed to decode; see %s", modality, len(skipped), len(by_id),
-                       folder.parent / key / QUARANTINE_FILE)
+        # No path is named here: the cache folder is published only when skipping is allowed,
+        # and the error or the set's quarantine CSV lists the clips.
+        logger.warning("%s: %d of %d clips failed to decode", modality, len(skipped), len(by_id))
         _write_quarantine(folder / QUARANTINE_FILE, skipped, by_id)
     marker = {
         "decoder_version": DECODER_VERSION,
