@@ -107,7 +107,25 @@ def test_main_job_on_generated_benchmark(tmp_path):
     assert "| target_acc | target_test_acc |" in process.stdout
     assert "| retro |" in process.stdout
     assert "| average |" in process.stdout
-    check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2)
+    client = check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2)
+    check_report_matches_artifact(client, tmp_path)
+
+
+def check_report_matches_artifact(client: MlflowClient, tmp_path: Path) -> None:
+    """pipelines/report.py, reading MLflow alone, prints the table the job stored."""
+    report = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "pipelines" / "report.py"), "--output_dir", str(tmp_path / "runs"),
+         "--csv", str(tmp_path / "report.csv")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    experiment = client.get_experiment_by_name("merdg")
+    sweep = next(r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name.startswith("sweep-"))
+    artifacts = str(tmp_path / "artifacts")
+    stored = Path(client.download_artifacts(sweep.info.run_id, "results/results.md", artifacts))
+    assert report.stdout.split("\nCSV written")[0] == stored.read_text()
+    stored_csv = Path(client.download_artifacts(sweep.info.run_id, "results/results.csv", artifacts))
+    assert (tmp_path / "report.csv").read_text() == stored_csv.read_text()
 
 
 def real_tree_args(root: Path, tmp_path: Path) -> list[str]:

@@ -68,3 +68,15 @@ def test_histories_read_both_target_accuracies():
         {"epoch": 1, "val_acc": 50.0, "target_acc": 40.0, "target_test_acc": 30.0},
         {"epoch": 2, "val_acc": 60.0, "target_acc": 45.0, "target_test_acc": 35.0},
     ]
+
+
+def test_report_without_store_exits_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "pipelines" / "report.py"
+    process = subprocess.run([sys.executable, str(script), "--output_dir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert process.returncode == 2
+    assert f"no MLflow store at {tmp_path / 'mlflow.db'}" in process.stderr
