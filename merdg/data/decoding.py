@@ -223,12 +223,12 @@ def _iter_span_frames(
 
 
 def _resize_and_crop(
-    frame: av.VideoFrame, size: int, pixel_format: str, reformatter: VideoReformatter | None = None
+    frame: av.VideoFrame, size: int, pixel_format: str, reformatter: VideoReformatter
 ) -> np.ndarray:
     """Resize the short side to ``size`` with swscale, then crop the centre ``size`` square.
 
-    Returns a view into the resized image. A ``reformatter`` shared by the frames of a clip
-    keeps one swscale context for all of them instead of building one per frame.
+    Returns a view into the resized image. The ``reformatter`` is shared by the frames of a clip,
+    so that one swscale context serves all of them instead of one per frame.
     """
     width, height = frame.width, frame.height
     if width <= height:
@@ -237,7 +237,7 @@ def _resize_and_crop(
         new_width, new_height = max(size, round(width * size / height)), size
     # One scaling thread: decoding already runs one task per CPU, and swscale's default of one
     # thread per CPU costs more to start than it saves on frames of this size.
-    image = (reformatter or VideoReformatter()).reformat(
+    image = reformatter.reformat(
         frame, width=new_width, height=new_height, format=pixel_format, interpolation="BILINEAR", threads=1
     )
     array = image.to_ndarray()
@@ -260,7 +260,7 @@ def _decode_pass(
 ) -> tuple[dict[int, av.VideoFrame], int]:
     """Decode a span of a video file once, keeping the frames whose span index is in ``keep``.
 
-    Returns the kept frames by span index and the number of frames in the span.
+    Returns the frames kept, by span index, and the number of frames in the span.
     """
     container = _open_file(path)
     try:
@@ -269,18 +269,18 @@ def _decode_pass(
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
 
-        kept: dict[int, av.VideoFrame] = {}
+        frames_by_index: dict[int, av.VideoFrame] = {}
         count = 0
         last_time = None
         for frame, time in _iter_span_frames(path, container, stream, start, end):
             if count in keep:
-                kept[count] = frame
+                frames_by_index[count] = frame
             count += 1
             last_time = time
 
         if count:
             _check_not_truncated(path, container, stream, start, end, last_time)
-        return kept, count
+        return frames_by_index, count
     except _PYAV_ERRORS as exc:
         raise ClipDecodeError(path, f"undecodable or truncated file: {exc}") from None
     finally:
@@ -386,22 +386,22 @@ def _decode_file_frames(
     near the header's estimate, and only the frames picked for the decoded count are converted.
     A second pass runs only when the decoded count falls outside that range.
 
-    NOTE: the kept frames stay in memory at decoded size until the pass ends, about twice the
-    sampled count (for 32 frames of 1080p video, about 200 MB).
+    NOTE: the frames kept stay in memory at decoded size until they are converted, about twice
+    the sampled count (for 32 frames of 1080p video, about 200 MB).
     """
     estimate = _estimate_span_frames(path, start, end)
-    kept, count = _decode_pass(path, start, end, _candidate_indices(estimate, num_frames, stride))
+    frames_by_index, count = _decode_pass(path, start, end, _candidate_indices(estimate, num_frames, stride))
     if count == 0:
         where = "in the file" if start is None and end is None else f"in the span [{start}, {end}) s"
         raise ClipDecodeError(path, f"zero decodable frames {where}")
 
     indices = sample_frame_indices(count, num_frames, stride)
-    if not set(indices) <= kept.keys():
+    if not set(indices) <= frames_by_index.keys():
         logger.debug("%s: %d frames decoded, header estimate %s; decoding a second time", path, count, estimate)
-        kept, recount = _decode_pass(path, start, end, set(indices))
+        frames_by_index, recount = _decode_pass(path, start, end, set(indices))
         if recount != count:
             raise ClipDecodeError(path, f"undecodable file: {count} frames on the first pass, {recount} on the second")
-    converted = {index: convert(kept[index]) for index in set(indices)}
+    converted = {index: convert(frames_by_index[index]) for index in set(indices)}
     return _SampledFrames(frames=[converted[i] for i in indices], num_available=count)
 
 
