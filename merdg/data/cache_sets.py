@@ -116,8 +116,8 @@ def read_decoded(
         raise DatasetError(f"modalities {unknown or list(modalities or [])} are not in the decode cache set {folder}, "
                            f"which contains {available}; build a cache with those modalities")
 
-    wanted = {(domain, split) for domain in domains for split in splits}
-    parts = [part for part in marker["parts"] if any(tuple(group) in wanted for group in part["groups"])]
+    requested_groups = {(domain, split) for domain in domains for split in splits}
+    parts = [part for part in marker["parts"] if any(tuple(group) in requested_groups for group in part["groups"])]
     # With no matching part, one part is still read (its rows all filtered out), so that the
     # empty dataset has the columns and types that callers select.
     parts = parts or marker["parts"][:1]
@@ -179,12 +179,12 @@ def _join_part(entry: dict[str, Any], folders: dict[str, str], base: str, modali
             tables[modality] = _read_files(folders[modality], entry["files"][modality], ["clip_id", modality])
     positions = {modality: {clip_id: row for row, clip_id in enumerate(table.column("clip_id").to_pylist())}
                  for modality, table in tables.items()}
-    kept = [clip_id for clip_id in clip_ids if all(clip_id in rows for rows in positions.values())]
+    complete_ids = [clip_id for clip_id in clip_ids if all(clip_id in rows for rows in positions.values())]
 
     base_rows = {clip_id: row for row, clip_id in enumerate(base_table.column("clip_id").to_pylist())}
-    columns = {name: _take(base_table.column(name), [base_rows[clip_id] for clip_id in kept]) for name in METADATA_COLUMNS}
+    columns = {name: _take(base_table.column(name), [base_rows[clip_id] for clip_id in complete_ids]) for name in METADATA_COLUMNS}
     for modality in modalities:
-        columns[modality] = _take(tables[modality].column(modality), [positions[modality][clip_id] for clip_id in kept])
+        columns[modality] = _take(tables[modality].column(modality), [positions[modality][clip_id] for clip_id in complete_ids])
     return pa.table(columns)
 
 

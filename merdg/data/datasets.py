@@ -123,8 +123,10 @@ def load_manifest(cfg: DataConfig) -> DatasetInfo:
         )
     unused = sorted(set(range(len(class_names))) - {clip.label for clip in all_clips})
     if unused:
-        shown = ", ".join(map(str, unused[:20])) + (f" and {len(unused) - 20} more" if len(unused) > 20 else "")
-        logger.warning("manifest %s: no clip has the label(s) %s", cfg.manifest, shown)
+        listed = ", ".join(map(str, unused[:20]))
+        if len(unused) > 20:
+            listed += f" and {len(unused) - 20} more"
+        logger.warning("manifest %s: no clip has the label(s) %s", cfg.manifest, listed)
     return DatasetInfo("manifest", Path(cfg.manifest).parent, domains, class_names, clips)
 
 

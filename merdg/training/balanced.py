@@ -79,22 +79,22 @@ def _take_rows(pieces: list[dict[str, torch.Tensor]], count: int,
 
     Returns the rows and the remaining pieces. Rows within one piece are sliced without a copy.
     """
-    taken = []
+    selected = []
     remaining = list(pieces)
     needed = count
     while needed:
         piece = remaining.pop(0)
         rows = _rows(piece)
         if rows <= needed:
-            taken.append(piece)
+            selected.append(piece)
             needed -= rows
         else:
-            taken.append({name: column[:needed] for name, column in piece.items()})
+            selected.append({name: column[:needed] for name, column in piece.items()})
             remaining.insert(0, {name: column[needed:] for name, column in piece.items()})
             needed = 0
-    if len(taken) == 1:
-        return taken[0], remaining
-    return {name: torch.cat([part[name] for part in taken]) for name in taken[0]}, remaining
+    if len(selected) == 1:
+        return selected[0], remaining
+    return {name: torch.cat([part[name] for part in selected]) for name in selected[0]}, remaining
 
 
 def _kept_chunks(batches: Iterator[Mapping[str, torch.Tensor]], keep: torch.Tensor,
@@ -107,14 +107,14 @@ def _kept_chunks(batches: Iterator[Mapping[str, torch.Tensor]], keep: torch.Tens
         rows = _rows(batch)
         mask = keep[position: position + rows]
         position += rows
-        kept = int(mask.sum())
-        if kept == 0:
+        num_selected = int(mask.sum())
+        if num_selected == 0:
             continue
-        if kept < rows:
+        if num_selected < rows:
             indices = mask.nonzero().squeeze(1)
             batch = {name: column.index_select(0, indices) for name, column in batch.items()}
         pending.append(dict(batch))
-        pending_rows += kept
+        pending_rows += num_selected
         while pending_rows >= chunk_size:
             chunk, pending = _take_rows(pending, chunk_size)
             pending_rows -= chunk_size

@@ -217,9 +217,11 @@ def run_job(job: JobConfig) -> JobResult:
                 data.num_skipped)
     if data.num_skipped:
         skipped_ids = {item["clip_id"] for item in data.skipped}
-        kept = dataclasses.replace(info, clips=[clip for clip in info.clips if clip.clip_id not in skipped_ids])
+        decoded_info = dataclasses.replace(
+            info, clips=[clip for clip in info.clips if clip.clip_id not in skipped_ids]
+        )
         try:
-            check_splits(kept, plans)
+            check_splits(decoded_info, plans)
         except DatasetError as error:
             raise DatasetError(
                 f"after skipping {data.num_skipped} clip(s) that failed to decode (listed in "

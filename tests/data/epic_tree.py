@@ -1,8 +1,8 @@
 """Build small EPIC-Kitchens trees from real media, in the frame and the segment layout.
 
 The trees use real rows of the MM-SADA split pickles (uids, video ids, frame spans,
-timestamps and verb labels), written back as pickles of the selected rows. Real media stands
-in for the EPIC videos, which are not redistributable:
+timestamps and verb labels), written back as pickles of the selected rows. Real media
+replaces the EPIC videos, which are not redistributable:
 
 - RGB frames: mmaction2's real frames img_00001.jpg to img_00010.jpg, symlinked in turn under
   every frame name of a segment's span;

@@ -1,4 +1,4 @@
-"""Reading the decode cache while training holds the CPUs that the trainer's sizing gives it."""
+"""Reading the decode cache while training uses the CPUs that the trainer's sizing gives it."""
 
 from __future__ import annotations
 

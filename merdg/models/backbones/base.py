@@ -19,7 +19,7 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 @dataclass(frozen=True)
 class CheckpointFormat:
-    """Where a published checkpoint file keeps a backbone's tensors, and under which names.
+    """Location and names of a backbone's tensors in a published checkpoint file.
 
     The file contains a dict whose ``state_dict_key`` entry maps tensor names to tensors. A tensor
     named ``prefix + name`` is the backbone's tensor ``name``. Tensors under ``head_prefixes`` belong

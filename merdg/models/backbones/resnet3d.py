@@ -118,7 +118,7 @@ class ResNet3d(nn.Module):
     Input (B, in_channels, T, H, W); output (B, 32 * base_channels, T, ceil(H / 32), ceil(W / 32)).
     The stem is a 1x7x7 (or ``conv1_temporal_kernel`` x 7 x 7) convolution with spatial stride 2 and
     a 1x3x3 max pool with spatial stride 2. ``inflate`` sets per stage whether its blocks use 3x1x1
-    first convolutions. With ``lateral`` set, the pathway also holds the lateral connections
+    first convolutions. With ``lateral`` set, the pathway also contains the lateral connections
     ``conv1_lateral`` and ``layer1_lateral`` to ``layer3_lateral``, and each stage takes the extra
     lateral channels as input; ``SlowFastR101`` then drives the pathways together.
     """
