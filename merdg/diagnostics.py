@@ -2,8 +2,10 @@
 
 MER-DG's claim concerns the encoders' features, so these functions measure feature matrices of
 shape (N, D) directly: N samples (rows) by D feature dimensions. They accept torch tensors or
-NumPy arrays, compute in float64 on the CPU without autograd, and return Python floats (or a
-small dataclass). They import neither Ray nor MLflow.
+NumPy arrays, compute on the CPU, and return Python floats (or a small dataclass). The closed-form
+measures run in float64 without autograd. The two probes fit a model with autograd: the domain
+probe in float64, the unimodal MLP probe in float32, as such heads are usually trained. They
+import neither Ray nor MLflow.
 
 Paired rows: ``linear_cka`` and ``procrustes_distance`` compare two representations of the
 same N samples, row i of one with row i of the other (for example two encoders, or one encoder
@@ -12,18 +14,23 @@ pairing and usually different row counts. To compare domains, ``compare_class_me
 each domain to the mean feature of every class present in both domains and compares those
 (C, D) matrices, row c to row c.
 
+Robustness: ``missing_modality_accuracy`` scores a fusion classifier with one modality's
+embedding replaced by zeros, and ``add_gaussian_noise`` perturbs model inputs for a noisy
+evaluation pass.
+
 Every diagnostic is registered in ``DIAGNOSTICS`` under its name.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +186,18 @@ class DomainProbeResult:
     num_domains: int
 
 
+def balanced_rows(codes: np.ndarray, seed: int) -> np.ndarray:
+    """Return sorted row indices that keep an equal, seeded random subset of every group.
+
+    ``codes`` contains one group code per row, shape (N,). Every group keeps as many rows as the
+    smallest group has, so a constant guess scores 1 / (number of groups).
+    """
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(codes == code) for code in np.unique(codes)]
+    size = min(len(rows) for rows in groups)
+    return np.sort(np.concatenate([rng.choice(rows, size=size, replace=False) for rows in groups]))
+
+
 def _stratified_split(codes: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split row indices per domain, rounding each domain's test count and keeping 1 row on each side."""
     rng = np.random.default_rng(seed)
@@ -199,11 +218,14 @@ def domain_probe_accuracy(
     test_fraction: float = 0.3,
     steps: int = 200,
     weight_decay: float = 1e-4,
+    balance: bool = False,
     seed: int = 0,
 ) -> DomainProbeResult:
     """Measure how well a linear probe predicts each row's domain from its features.
 
-    Splits the rows per domain (stratified, seeded by ``seed``) into a train and a held-out part
+    With ``balance``, first keeps a seeded random subset of every domain as large as the smallest
+    domain (``balanced_rows``), so that chance is 1 / (number of domains). Then splits the rows
+    per domain (stratified, seeded by ``seed``) into a train and a held-out part
     with ``test_fraction`` of each domain held out, standardises features with the train part's
     mean and standard deviation, and fits multinomial logistic regression (softmax cross-entropy
     plus ``weight_decay`` * ||W||^2) with ``steps`` full-batch L-BFGS iterations in float64.
@@ -227,6 +249,9 @@ def domain_probe_accuracy(
         raise ValueError(f"the domain probe needs at least 2 domains, got {names.tolist()}")
     if counts.min() < 2:
         raise ValueError(f"every domain needs at least 2 rows to split, got counts {dict(zip(names.tolist(), counts.tolist()))}")
+    if balance:
+        kept = balanced_rows(codes, seed)
+        x, codes = x[torch.from_numpy(kept)], codes[kept]
 
     train_rows, test_rows = _stratified_split(codes, test_fraction, seed)
     targets = torch.from_numpy(codes)
@@ -247,7 +272,9 @@ def domain_probe_accuracy(
         loss.backward()
         return loss
 
-    optimizer.step(closure)
+    # Callers may run under torch.no_grad (an evaluation loop), but the fit needs gradients.
+    with torch.enable_grad():
+        optimizer.step(closure)
 
     with torch.no_grad():
         predictions = (standardised[test_rows] @ weight + bias).argmax(dim=1)
@@ -306,17 +333,172 @@ def compare_class_means(
     return metrics[metric](means_x[rows_x], means_y[rows_y])
 
 
+@dataclass(frozen=True)
+class UnimodalProbeResult:
+    """Accuracy of an MLP head trained on one modality's frozen features."""
+
+    accuracy: float
+    """Fraction (0 to 1) of test rows whose class the trained head predicts correctly."""
+    train_accuracy: float
+    """Fraction (0 to 1) of training rows it predicts correctly after training."""
+    num_train: int
+    num_test: int
+    num_classes: int
+
+
+UNIMODAL_PROBE_HIDDEN = 512
+"""Hidden width of the unimodal probe head, Linear(D, 512)-ReLU-Dropout(0.3)-Linear(512, C) (MER-DG)."""
+
+
+def _class_indices(labels: FeatureArray | list[Any], rows: int, name: str) -> torch.Tensor:
+    """Convert labels of shape (rows,) to an int64 tensor, checking that they are whole numbers >= 0."""
+    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if array.shape != (rows,):
+        raise ValueError(f"{name} must have shape ({rows},) to match its features, got {array.shape}")
+    if not np.issubdtype(array.dtype, np.number) or (array.size and (np.any(array < 0) or np.any(array != np.round(array)))):
+        raise ValueError(f"{name} must be class indices (whole numbers >= 0), got values such as {array[:5].tolist()}")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+@register_diagnostic("unimodal_probe")
+def unimodal_probe(
+    train_features: FeatureArray,
+    train_labels: FeatureArray | list[Any],
+    test_features: FeatureArray,
+    test_labels: FeatureArray | list[Any],
+    *,
+    num_classes: int | None = None,
+    hidden_dim: int = UNIMODAL_PROBE_HIDDEN,
+    dropout: float = 0.3,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    epochs: int = 25,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> UnimodalProbeResult:
+    """Train a fresh MLP head on one modality's frozen features and measure its accuracy on other rows.
+
+    MER-DG's stand-alone encoder test: Linear(D, hidden_dim)-ReLU-Dropout(dropout)-
+    Linear(hidden_dim, C), trained with Adam (``lr``, L2 ``weight_decay``) and cross-entropy
+    for ``epochs`` passes over the training rows in shuffled batches of ``batch_size``, in
+    float32 on the CPU. The defaults are the MER-DG protocol. Train on source-domain features and
+    test on target-domain features to measure how well one encoder alone generalizes. Labels are
+    class indices in [0, C), with C = ``num_classes`` or else 1 + the largest label of either
+    set. Initialisation, shuffling and dropout draw from ``seed`` alone, and the global torch
+    random state is left unchanged. Raises ``ValueError`` for mismatched shapes, feature widths
+    or labels out of range.
+    """
+    x_train = as_float64(train_features, "train_features").float()
+    x_test = as_float64(test_features, "test_features").float()
+    if x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(f"train_features and test_features must have the same width, got {tuple(x_train.shape)} "
+                         f"and {tuple(x_test.shape)}")
+    y_train = _class_indices(train_labels, x_train.shape[0], "train_labels")
+    y_test = _class_indices(test_labels, x_test.shape[0], "test_labels")
+    largest = int(max(y_train.max(), y_test.max()))
+    classes = largest + 1 if num_classes is None else num_classes
+    if classes < 2 or largest >= classes:
+        raise ValueError(f"num_classes must be at least 2 and above every label, got {classes} for labels up to {largest}")
+    for name, value in (("hidden_dim", hidden_dim), ("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        # Dropout draws from the global generator, so it is seeded inside a forked random state.
+        torch.manual_seed(seed)
+        head = nn.Sequential(
+            nn.Linear(x_train.shape[1], hidden_dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, classes),
+        )
+        optimizer = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+        head.train()
+        for _ in range(epochs):
+            order = torch.randperm(x_train.shape[0], generator=generator)
+            for start in range(0, x_train.shape[0], batch_size):
+                rows = order[start:start + batch_size]
+                loss = nn.functional.cross_entropy(head(x_train[rows]), y_train[rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+    head.eval()
+    with torch.no_grad():
+        accuracy = float((head(x_test).argmax(dim=1) == y_test).double().mean())
+        train_accuracy = float((head(x_train).argmax(dim=1) == y_train).double().mean())
+    return UnimodalProbeResult(accuracy, train_accuracy, x_train.shape[0], x_test.shape[0], classes)
+
+
+@register_diagnostic("missing_modality_accuracy")
+@torch.no_grad()
+def missing_modality_accuracy(
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    embeddings: Mapping[str, torch.Tensor],
+    labels: FeatureArray | list[Any],
+    missing: str,
+) -> float:
+    """Measure a fusion classifier's accuracy when one modality is missing, as zeros of its embedding.
+
+    ``embeddings`` maps each modality, in the classifier's concatenation order, to its embeddings
+    of shape (N, D_m), all in the classifier's dtype and on its device. The ``missing``
+    modality's block is set to zeros, the blocks are concatenated to (N, sum of D_m), and
+    ``classifier`` maps them to logits (N, C). Returns the fraction (0 to 1) of rows whose argmax
+    equals ``labels`` (class indices, shape (N,)). Zeros are the usual stand-in for a missing
+    modality. They equal the training mean only for centred embeddings, so a classifier can also
+    lose accuracy because the zeros lie far from the embeddings it saw.
+    """
+    if missing not in embeddings:
+        raise ValueError(f"missing modality {missing!r} is not among the embeddings' modalities {list(embeddings)}")
+    rows = {tensor.shape[0] for tensor in embeddings.values()}
+    if len(rows) != 1 or any(tensor.dim() != 2 for tensor in embeddings.values()):
+        raise ValueError(f"embeddings must all have shape (N, D_m) with the same N, got "
+                         f"{ {name: tuple(tensor.shape) for name, tensor in embeddings.items()} }")
+    count = rows.pop()
+    if count == 0:
+        raise ValueError("missing_modality_accuracy needs at least one row")
+    targets = _class_indices(labels, count, "labels")
+    blocks = [torch.zeros_like(tensor) if name == missing else tensor for name, tensor in embeddings.items()]
+    predictions = classifier(torch.cat(blocks, dim=1)).argmax(dim=1).cpu()
+    return float((predictions == targets).double().mean())
+
+
+def add_gaussian_noise(inputs: Mapping[str, torch.Tensor], std: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Return a copy of model inputs with independent Gaussian noise of standard deviation ``std`` added.
+
+    Every modality's tensor gets noise N(0, std^2) on every element, in the units of that tensor
+    (for merdg's inputs: ImageNet-standardised video, (x - 128) / 128 flow, z-scored log
+    spectrograms). The noise is drawn on the CPU from ``generator``, so that a seeded generator
+    gives the same noise on every device, and then moved to each tensor's device. The inputs are
+    left unchanged. Raises ``ValueError`` for a negative ``std``.
+    """
+    if std < 0:
+        raise ValueError(f"noise std must be >= 0, got {std}")
+    noisy = {}
+    for modality, tensor in inputs.items():
+        noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
+        noisy[modality] = tensor + std * noise.to(device=tensor.device, dtype=tensor.dtype)
+    return noisy
+
+
 __all__ = [
     "DIAGNOSTICS",
     "DomainProbeResult",
     "FeatureArray",
     "RANKME_EPS",
+    "UNIMODAL_PROBE_HIDDEN",
+    "UnimodalProbeResult",
+    "add_gaussian_noise",
     "as_float64",
+    "balanced_rows",
     "class_mean_features",
     "compare_class_means",
     "domain_probe_accuracy",
     "linear_cka",
+    "missing_modality_accuracy",
     "procrustes_distance",
     "rankme",
     "register_diagnostic",
+    "unimodal_probe",
 ]

@@ -10,12 +10,16 @@ import torch
 
 from merdg.diagnostics import (
     DIAGNOSTICS,
+    add_gaussian_noise,
+    balanced_rows,
     class_mean_features,
     compare_class_means,
     domain_probe_accuracy,
     linear_cka,
+    missing_modality_accuracy,
     procrustes_distance,
     rankme,
+    unimodal_probe,
 )
 
 
@@ -28,7 +32,10 @@ def random_rotation(dims: int, seed: int) -> np.ndarray:
 
 
 def test_registry_lists_every_diagnostic() -> None:
-    assert set(DIAGNOSTICS) == {"rankme", "linear_cka", "procrustes_distance", "domain_probe_accuracy", "compare_class_means"}
+    assert set(DIAGNOSTICS) == {
+        "rankme", "linear_cka", "procrustes_distance", "domain_probe_accuracy", "compare_class_means",
+        "unimodal_probe", "missing_modality_accuracy",
+    }
     for name, function in DIAGNOSTICS.items():
         assert function.__doc__, f"diagnostic {name!r} has no docstring"
 
@@ -184,6 +191,32 @@ def test_probe_split_is_stratified() -> None:
     assert result.chance == pytest.approx(20 / 25)
 
 
+def test_probe_balance_makes_chance_uniform() -> None:
+    rng = np.random.default_rng(26)
+    domains = np.array([0] * 90 + [1] * 30 + [2] * 60)
+    features = rng.standard_normal((180, 4)) + 5.0 * np.eye(3, 4)[domains]
+    result = domain_probe_accuracy(features, domains, balance=True, seed=0)
+    assert result.num_train + result.num_test == 90
+    assert result.chance == pytest.approx(1 / 3)
+    assert result.accuracy >= 0.9
+
+
+def test_balanced_rows_equal_groups() -> None:
+    codes = np.array([2] * 7 + [0] * 3 + [1] * 5)
+    rows = balanced_rows(codes, seed=1)
+    assert np.bincount(codes[rows]).tolist() == [3, 3, 3]
+    assert np.all(np.diff(rows) > 0)
+    assert rows.tolist() == balanced_rows(codes, seed=1).tolist()
+
+
+def test_probe_fits_under_no_grad() -> None:
+    features = gaussian(60, 3, seed=27) + np.repeat(np.eye(2, 3) * 6.0, 30, axis=0)
+    domains = np.repeat([0, 1], 30)
+    with torch.no_grad():
+        result = domain_probe_accuracy(features, domains, seed=0)
+    assert result.accuracy >= 0.9
+
+
 def test_probe_rejects_bad_domains() -> None:
     features = gaussian(10, 3, seed=21)
     with pytest.raises(ValueError, match=r"shape \(10,\).*\(9,\)"):
@@ -222,3 +255,138 @@ def test_compare_class_means_rejects_few_shared() -> None:
         compare_class_means(x, [0] * 5 + [1] * 5, y, [1] * 4 + [2] * 4)
     with pytest.raises(ValueError, match="unknown metric"):
         compare_class_means(x, [0] * 5 + [1] * 5, y, [0] * 4 + [1] * 4, metric="cosine")
+
+
+# Unimodal probe
+
+
+def class_clusters(labels: np.ndarray, dims: int, separation: float, seed: int) -> np.ndarray:
+    """Gaussian rows around one centre per class; centres are ``separation`` times one-hot directions."""
+    rng = np.random.default_rng(seed)
+    centres = separation * np.eye(int(labels.max()) + 1, dims)
+    return centres[labels] + rng.standard_normal((len(labels), dims))
+
+
+def test_unimodal_probe_separable_classes() -> None:
+    train_labels = np.repeat(np.arange(4), 50)
+    test_labels = np.repeat(np.arange(4), 25)
+    result = unimodal_probe(class_clusters(train_labels, 8, 8.0, seed=30), train_labels,
+                            class_clusters(test_labels, 8, 8.0, seed=31), test_labels, seed=0)
+    assert result.accuracy >= 0.98
+    assert result.train_accuracy >= 0.98
+    assert (result.num_train, result.num_test, result.num_classes) == (200, 100, 4)
+
+
+def test_unimodal_probe_without_signal_near_chance() -> None:
+    train_labels = np.repeat(np.arange(2), 200)
+    test_labels = np.repeat(np.arange(2), 500)
+    result = unimodal_probe(gaussian(400, 8, seed=32), train_labels, gaussian(1000, 8, seed=33), test_labels, seed=0)
+    assert abs(result.accuracy - 0.5) < 0.08
+
+
+def test_unimodal_probe_fails_on_shifted_target() -> None:
+    # The class signal of the training rows sits in dimension 0; in the test rows it moved to
+    # dimension 1, where the training rows have none, so the head cannot transfer.
+    labels = np.repeat(np.arange(2), 200)
+    sign = 2.0 * labels - 1.0
+    train = gaussian(400, 4, seed=34)
+    train[:, 0] += 6.0 * sign
+    test = gaussian(400, 4, seed=35)
+    test[:, 1] += 6.0 * sign
+    result = unimodal_probe(train, labels, test, labels, seed=0)
+    assert result.train_accuracy >= 0.98
+    assert abs(result.accuracy - 0.5) < 0.1
+
+
+def test_unimodal_probe_is_seeded_and_keeps_global_rng() -> None:
+    labels = np.repeat(np.arange(3), 20)
+    features = class_clusters(labels, 5, 1.0, seed=36)
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    first = unimodal_probe(features, labels, features, labels, epochs=5, seed=4)
+    assert torch.equal(torch.rand(3), expected_draw)
+    assert first == unimodal_probe(features, labels, features, labels, epochs=5, seed=4)
+
+
+def test_unimodal_probe_counts_num_classes() -> None:
+    labels = np.array([0, 1] * 10)
+    result = unimodal_probe(gaussian(20, 3, seed=37), labels, gaussian(4, 3, seed=38), [0, 1, 0, 1],
+                            num_classes=5, epochs=1)
+    assert result.num_classes == 5
+
+
+def test_unimodal_probe_rejects_bad_input() -> None:
+    features = gaussian(10, 3, seed=39)
+    labels = np.array([0, 1] * 5)
+    with pytest.raises(ValueError, match="same width"):
+        unimodal_probe(features, labels, gaussian(10, 4, seed=40), labels)
+    with pytest.raises(ValueError, match=r"train_labels must have shape \(10,\)"):
+        unimodal_probe(features, labels[:9], features, labels)
+    with pytest.raises(ValueError, match="class indices"):
+        unimodal_probe(features, labels - 1, features, labels)
+    with pytest.raises(ValueError, match="num_classes"):
+        unimodal_probe(features, labels * 3, features, labels, num_classes=3)
+
+
+# Missing modality and input noise
+
+
+def block_classifier(widths: dict[str, int], reads: str, num_classes: int) -> torch.nn.Linear:
+    """A linear classifier over concatenated blocks that reads the first ``num_classes`` dims of block ``reads``.
+
+    Its bias favours class 0, so with that block zeroed it predicts class 0 for every row.
+    """
+    classifier = torch.nn.Linear(sum(widths.values()), num_classes)
+    with torch.no_grad():
+        classifier.weight.zero_()
+        offset = 0
+        for name, width in widths.items():
+            if name == reads:
+                classifier.weight[:, offset:offset + num_classes] = torch.eye(num_classes)
+            offset += width
+        classifier.bias.zero_()
+        classifier.bias[0] = 0.5
+    return classifier
+
+
+def test_missing_modality_zeroes_one_block() -> None:
+    labels = torch.tensor([0, 1, 2, 2, 1, 2, 2, 0])
+    embeddings = {"video": 10.0 * torch.nn.functional.one_hot(labels, 4).float(), "audio": torch.randn(8, 3)}
+    classifier = block_classifier({"video": 4, "audio": 3}, reads="video", num_classes=3)
+    assert missing_modality_accuracy(classifier, embeddings, labels, "audio") == 1.0
+    # Without video the bias alone decides: class 0 for every row, right for 2 rows of 8.
+    assert missing_modality_accuracy(classifier, embeddings, labels, "video") == pytest.approx(2 / 8)
+    assert torch.count_nonzero(embeddings["audio"]) == 24
+
+
+def test_missing_modality_rejects_bad_input() -> None:
+    embeddings = {"video": torch.ones(4, 2), "audio": torch.ones(3, 2)}
+    classifier = torch.nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="'flow' is not among"):
+        missing_modality_accuracy(classifier, embeddings, [0, 1, 0, 1], "flow")
+    with pytest.raises(ValueError, match="same N"):
+        missing_modality_accuracy(classifier, embeddings, [0, 1, 0, 1], "audio")
+
+
+def test_gaussian_noise_has_requested_std() -> None:
+    inputs = {"video": torch.full((4, 3, 8, 16, 16), 2.0), "audio": torch.zeros(4, 1, 64, 64)}
+    noisy = add_gaussian_noise(inputs, 0.5, torch.Generator().manual_seed(0))
+    for modality, tensor in noisy.items():
+        noise = tensor - inputs[modality]
+        # Five standard errors of the mean and of the standard deviation of n normal draws.
+        n = noise.numel()
+        assert noise.mean().item() == pytest.approx(0.0, abs=5 * 0.5 / n**0.5)
+        assert noise.std().item() == pytest.approx(0.5, abs=5 * 0.5 / (2 * n) ** 0.5)
+    assert torch.equal(inputs["video"], torch.full((4, 3, 8, 16, 16), 2.0))
+
+
+def test_gaussian_noise_is_seeded() -> None:
+    inputs = {"flow": torch.zeros(2, 2, 4, 8, 8)}
+    first = add_gaussian_noise(inputs, 1.0, torch.Generator().manual_seed(7))
+    second = add_gaussian_noise(inputs, 1.0, torch.Generator().manual_seed(7))
+    assert torch.equal(first["flow"], second["flow"])
+    unchanged = add_gaussian_noise(inputs, 0.0, torch.Generator().manual_seed(7))
+    assert torch.equal(unchanged["flow"], inputs["flow"])
+    with pytest.raises(ValueError, match="noise std must be >= 0, got -1"):
+        add_gaussian_noise(inputs, -1.0, torch.Generator())
