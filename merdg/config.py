@@ -307,7 +307,7 @@ class ModelConfig:
     freeze_bn_stats: bool = True
     """Keep the BatchNorm running statistics of frozen backbone stages fixed in training; false updates them, as the MER-DG code does."""
     trainable_from: str = "layer4"
-    """First backbone stage that trains (stem, layer1, layer2, layer3, layer4, or head to freeze the whole backbone); earlier stages are frozen. Small CPU encoders always train entirely."""
+    """First backbone stage that trains (stem, layer1, layer2, layer3, layer4, or head to freeze the whole backbone); earlier stages are frozen. Small CPU encoders have no stages: head freezes them entirely (at their random initialisation), and every other value trains them entirely."""
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "width", "projector_hidden", "projection_dim", "fusion_hidden"):
@@ -486,6 +486,9 @@ class TrainConfig:
     """Optimizer: adam, or lars (LARS of You et al., 2017, the official MER-DG plain-fusion script's choice)."""
     lr: float = 1e-3
     """Learning rate of the optimizer."""
+    encoder_lr_scale: float = 1.0
+    """Multiplier of the modality encoders' learning rate. The fusion head, the MER projectors and the host
+    method's modules keep --train.lr. To freeze the encoders instead, use --model.trainable_from head."""
     weight_decay: float = 1e-4
     """Weight decay: Adam's L2 penalty, or LARS's (the official MER-DG code uses 1e-4 with Adam, 1e-6 with LARS)."""
     lars_momentum: float = 0.9
@@ -514,6 +517,8 @@ class TrainConfig:
             f"{self.batch_size} is smaller than --train.num_workers={self.num_workers}",
         )
         _require(self.lr > 0, "train.lr", f"{self.lr} <= 0")
+        _require(self.encoder_lr_scale > 0, "train.encoder_lr_scale",
+                 f"{self.encoder_lr_scale} <= 0; to freeze the encoders, set --model.trainable_from head")
         _require(self.weight_decay >= 0, "train.weight_decay", f"{self.weight_decay} < 0")
         _require(self.optimizer in OPTIMIZERS, "train.optimizer",
                  f"unknown optimizer {self.optimizer!r}; choose from {list(OPTIMIZERS)}")

@@ -90,13 +90,33 @@ class LARS(torch.optim.Optimizer):
         return grad.add(param, alpha=weight_decay).mul_(ratio)
 
 
+def parameter_groups(model: nn.Module, train: TrainConfig) -> list[dict]:
+    """Split the model's parameters that require gradients into optimizer parameter groups.
+
+    The group named "encoders" contains the parameters of ``model.encoders`` (when the model has
+    that attribute) with learning rate ``train.lr * train.encoder_lr_scale``. The group named
+    "heads" contains every other parameter (fusion head, MER projectors, host method modules)
+    with ``train.lr``. An empty group is left out.
+    """
+    encoders = getattr(model, "encoders", None)
+    encoder_ids = {id(param) for param in encoders.parameters()} if isinstance(encoders, nn.Module) else set()
+    trainable = [param for param in model.parameters() if param.requires_grad]
+    groups = [
+        {"name": "encoders", "params": [param for param in trainable if id(param) in encoder_ids],
+         "lr": train.lr * train.encoder_lr_scale},
+        {"name": "heads", "params": [param for param in trainable if id(param) not in encoder_ids], "lr": train.lr},
+    ]
+    return [group for group in groups if group["params"]]
+
+
 def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """Return the optimizer ``--train.optimizer`` names, over the model's parameters that require gradients.
 
-    Frozen backbone stages and the weight-averaged teacher of CMRF require no gradient, so they
-    are left out.
+    Frozen backbone stages, frozen small encoders and the weight-averaged teacher of CMRF require
+    no gradient, so they are left out. The encoders train at ``--train.encoder_lr_scale`` times
+    the learning rate (see ``parameter_groups``).
     """
-    parameters = [param for param in model.parameters() if param.requires_grad]
+    parameters = parameter_groups(model, train)
     if train.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay)
     if train.optimizer == "lars":

@@ -1,4 +1,4 @@
-"""LARS on hand-computed steps, and the optimizer choice of --train.optimizer."""
+"""LARS on hand-computed steps, the optimizer choice of --train.optimizer, and the encoders' learning rate."""
 
 import math
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from merdg.config import TrainConfig
+from merdg.config import ConfigError, ModelConfig, TrainConfig
+from merdg.models import MultimodalModel
 from merdg.optim import LARS, build_optimizer
+from tests.models.test_multimodal import make_inputs
 
 
 def lars_with(weight, grad, **options):
@@ -100,3 +102,44 @@ def test_build_optimizer_picks_adam_or_lars():
     trainable = {id(p) for p in model[1].parameters()}
     assert {id(p) for p in adam.param_groups[0]["params"]} == trainable
     assert {id(p) for p in lars.param_groups[0]["params"]} == trainable
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lars"])
+def test_encoder_lr_scale_sets_encoder_group_lr(optimizer):
+    model = MultimodalModel(["video", "audio"], 3, ModelConfig(embed_dim=8, width=2, projector_hidden=8,
+                                                                projection_dim=4, fusion_hidden=8),
+                            with_projectors=True)
+    built = build_optimizer(model, TrainConfig(optimizer=optimizer, lr=0.01, encoder_lr_scale=0.1))
+    groups = {group["name"]: group for group in built.param_groups}
+    assert set(groups) == {"encoders", "heads"}
+    assert groups["encoders"]["lr"] == pytest.approx(0.001)
+    assert groups["heads"]["lr"] == 0.01
+    assert {id(p) for p in groups["encoders"]["params"]} == {id(p) for p in model.encoders.parameters()}
+    heads = [*model.head.parameters(), *model.projectors.parameters()]
+    assert {id(p) for p in groups["heads"]["params"]} == {id(p) for p in heads}
+
+
+def test_encoder_lr_scale_scales_the_first_adam_step():
+    # Adam's first step moves every parameter by about lr, whatever its gradient's size.
+    model = MultimodalModel(["audio"], 2, ModelConfig(embed_dim=4, width=2, fusion_hidden=4), with_projectors=False)
+    optimizer = build_optimizer(model, TrainConfig(lr=0.01, weight_decay=0.0, encoder_lr_scale=0.1))
+    encoder_before = model.encoders["audio"].embed.bias.detach().clone()
+    head_before = model.head.layers[3].bias.detach().clone()
+    model(make_inputs(["audio"])).logits.sum().backward()
+    optimizer.step()
+    encoder_step = (model.encoders["audio"].embed.bias.detach() - encoder_before).abs()
+    head_step = (model.head.layers[3].bias.detach() - head_before).abs()
+    assert torch.allclose(encoder_step[encoder_step > 0], torch.tensor(0.001), rtol=1e-3)
+    assert torch.allclose(head_step[head_step > 0], torch.tensor(0.01), rtol=1e-3)
+
+
+def test_frozen_encoders_leave_only_heads_group():
+    config = ModelConfig(embed_dim=8, width=2, fusion_hidden=8, trainable_from="head")
+    model = MultimodalModel(["video", "flow"], 3, config, with_projectors=False)
+    built = build_optimizer(model, TrainConfig())
+    assert [group["name"] for group in built.param_groups] == ["heads"]
+
+
+def test_encoder_lr_scale_must_be_positive():
+    with pytest.raises(ConfigError, match="train.encoder_lr_scale.*trainable_from head"):
+        TrainConfig(encoder_lr_scale=0.0)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from merdg.config import ModelConfig
+from merdg.models.backbones import Backbone
 from merdg.models.encoders import DEFAULT_ENCODERS, build_encoder
 from merdg.models.heads import FusionHead, Projector
 
@@ -35,7 +36,10 @@ class MultimodalModel(nn.Module):
 
     Each modality's encoder is ``encoders[m]``, else ``config.encoders[m]``, else its small CPU
     encoder. Pretrained backbones load ``config.checkpoints[m]`` and freeze their stages before
-    ``config.trainable_from``. The projectors and the fusion head take each encoder's own width.
+    ``config.trainable_from``. Small CPU encoders have no stages, so ``trainable_from="head"``
+    freezes them entirely (``frozen_encoders``), and with ``config.freeze_bn_stats`` their
+    BatchNorm layers stay in eval mode, which makes each one a fixed function of its input.
+    Every other value trains them entirely. The projectors and the fusion head take each encoder's own width.
     Projectors are built only when ``with_projectors`` is set, because parameters that receive no
     gradient break DDP's gradient synchronisation. A host ``method`` adds its own modules
     (``method_modules``), built last so that they may copy the encoders and projectors; they run
@@ -77,6 +81,12 @@ class MultimodalModel(nn.Module):
                 for m in self.modalities
             }
         )
+        # The modalities whose small CPU encoder trainable_from="head" freezes (backbones freeze themselves).
+        # NOTE: small CPU encoders load no weights, so a frozen one computes random features.
+        self.frozen_encoders = [m for m in self.modalities
+                                if config.trainable_from == "head" and not isinstance(self.encoders[m], Backbone)]
+        for m in self.frozen_encoders:
+            self.encoders[m].requires_grad_(False)
         self.embed_dims = {m: int(self.encoders[m].embed_dim) for m in self.modalities}
         self.projectors = nn.ModuleDict()
         if with_projectors:
@@ -84,6 +94,14 @@ class MultimodalModel(nn.Module):
                 self.projectors[m] = Projector(self.embed_dims[m], config.projector_hidden, config.projection_dim)
         self.head = FusionHead(sum(self.embed_dims.values()), config.fusion_hidden, num_classes, config.dropout)
         self.method_modules = method.build_modules(self) if method is not None else None
+
+    def train(self, mode: bool = True) -> MultimodalModel:
+        """Set train or eval mode, keeping frozen small encoders in eval mode when ``config.freeze_bn_stats`` is set."""
+        super().train(mode)
+        if mode and self.config.freeze_bn_stats:
+            for m in self.frozen_encoders:
+                self.encoders[m].eval()
+        return self
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> ModelOutput:
         missing = [m for m in self.modalities if m not in inputs]

@@ -55,3 +55,48 @@ def test_every_registered_encoder_embeds(name):
     modality = encoder.modality if is_backbone else name.split("_")[0]
     output = encoder(make_inputs([modality], batch=2)[modality])
     assert output.shape == (2, encoder.embed_dim if is_backbone else 10)
+
+
+def small_model(trainable_from: str, freeze_bn_stats: bool = True) -> MultimodalModel:
+    config = ModelConfig(embed_dim=8, width=2, fusion_hidden=8, projector_hidden=8, projection_dim=4,
+                         trainable_from=trainable_from, freeze_bn_stats=freeze_bn_stats)
+    return MultimodalModel(["video", "audio"], 3, config, with_projectors=True)
+
+
+def test_trainable_from_head_freezes_small_encoders():
+    model = small_model("head")
+    assert model.frozen_encoders == ["video", "audio"]
+    assert not any(p.requires_grad for p in model.encoders.parameters())
+    assert all(p.requires_grad for p in [*model.head.parameters(), *model.projectors.parameters()])
+    model.train()
+    assert model.training and model.head.training
+    assert not any(module.training for encoder in model.encoders.values() for module in encoder.modules())
+
+
+def test_frozen_small_encoders_stay_fixed_in_training():
+    model = small_model("head")
+    before = {name: tensor.clone() for name, tensor in model.encoders.state_dict().items()}
+    inputs = make_inputs(["video", "audio"])
+    model.train()
+    output = model(inputs)
+    (output.logits.sum() + sum(p.sum() for p in output.projections.values())).backward()
+    assert all(p.grad is None for p in model.encoders.parameters())
+    # BatchNorm running statistics are buffers: eval mode keeps them too.
+    for name, tensor in model.encoders.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_frozen_small_encoders_can_update_bn_stats():
+    model = small_model("head", freeze_bn_stats=False)
+    model.train()
+    assert all(module.training for encoder in model.encoders.values() for module in encoder.modules())
+    before = model.encoders["video"].features[0][1].running_mean.clone()
+    model(make_inputs(["video", "audio"]))
+    assert not torch.equal(model.encoders["video"].features[0][1].running_mean, before)
+
+
+@pytest.mark.parametrize("stage", ["stem", "layer4"])
+def test_other_stages_train_small_encoders_entirely(stage):
+    model = small_model(stage)
+    assert model.frozen_encoders == []
+    assert all(p.requires_grad for p in model.encoders.parameters())
