@@ -507,6 +507,12 @@ class TrainConfig:
     """CPUs reserved per worker; default: sized from the cluster so that Ray Data keeps one CPU."""
     seed: int = 0
     """Seed of model initialisation and batch order."""
+    diagnostics: bool = True
+    """After the last epoch, measure the trained model on held-out data and report the diag_* metrics
+    (effective rank, cross-domain alignment, domain and unimodal probes, missing-modality and noise robustness)."""
+    diagnostics_noise_std: float = 0.5
+    """Standard deviation of the Gaussian noise added to every model input for diag_target_acc_noise, in the
+    units of the normalised inputs (ImageNet-standardised video, (x - 128) / 128 flow, z-scored log spectrograms)."""
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", f"{self.epochs} < 1")
@@ -519,6 +525,7 @@ class TrainConfig:
         _require(self.lr > 0, "train.lr", f"{self.lr} <= 0")
         _require(self.encoder_lr_scale > 0, "train.encoder_lr_scale",
                  f"{self.encoder_lr_scale} <= 0; to freeze the encoders, set --model.trainable_from head")
+        _require(self.diagnostics_noise_std >= 0, "train.diagnostics_noise_std", f"{self.diagnostics_noise_std} < 0")
         _require(self.weight_decay >= 0, "train.weight_decay", f"{self.weight_decay} < 0")
         _require(self.optimizer in OPTIMIZERS, "train.optimizer",
                  f"unknown optimizer {self.optimizer!r}; choose from {list(OPTIMIZERS)}")

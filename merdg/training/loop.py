@@ -11,6 +11,10 @@ With domain-balanced batches a worker reads its parts of each source domain inst
 (``merdg.training.balanced``), and every batch is full. A streamed last batch with fewer rows
 than the host method needs (``HostMethod.min_batch_size``: 2 for BatchNorm heads and contrastive
 terms) is skipped. Ray's equal split gives every worker the same rows, so all workers skip it.
+
+After the last epoch, with ``--train.diagnostics true``, the workers also measure the trained
+model (``merdg.training.model_diagnostics``) and report the ``diag_*`` metrics with that
+epoch's accuracies.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from merdg.models import MultimodalModel
 from merdg.optim import build_optimizer
 from merdg.regularizer import MERRegularizer
 from merdg.training.balanced import BalancedPlan, balanced_part_name, iter_balanced_batches
+from merdg.training.model_diagnostics import DiagnosticsCollector, gather_diagnostics
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +82,24 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 @torch.no_grad()
-def _evaluate(model: MultimodalModel, dataset_name: str, data: DataConfig, batch_size: int,
-              device: torch.device) -> tuple[float, float]:
-    """Return (correct, count) of the worker's part of an evaluation set."""
-    shard = ray.train.get_dataset_shard(dataset_name)
+def _evaluate(model: MultimodalModel, split: str, rank: int, data: DataConfig, batch_size: int,
+              device: torch.device, collector: DiagnosticsCollector | None = None) -> tuple[float, float]:
+    """Return (correct, count) of the worker's part of an evaluation set (one of ``EVAL_SETS``).
+
+    A ``collector`` also receives every batch, for the diagnostics of the last epoch.
+    """
+    shard = ray.train.get_dataset_shard(eval_dataset_name(split, rank))
     model.eval()
     correct = 0.0
     count = 0.0
     for batch in shard.iter_torch_batches(batch_size=batch_size, device=device):
         inputs = prepare_inputs(batch, data.modalities, data, train=False)
-        predictions = model(inputs).logits.argmax(dim=1)
+        output = model(inputs)
+        predictions = output.logits.argmax(dim=1)
         correct += float((predictions == batch["label"]).sum())
         count += float(batch["label"].numel())
+        if collector is not None:
+            collector.add(split, batch, inputs, output, model)
     return correct, count
 
 
@@ -260,11 +271,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "clips is too small; lower --train.num_workers or add training clips"
             )
         metrics = mean_train_metrics(sums, num_batches, device)
+        collector = None
+        if job.train.diagnostics and epoch + 1 == job.train.epochs:
+            collector = DiagnosticsCollector(modalities, job.train.diagnostics_noise_std,
+                                             seed=job.train.seed * 7919 + rank)
         evaluation = []
         for split in EVAL_SETS:
-            evaluation.extend(_evaluate(module, eval_dataset_name(split, rank), job.data, batch_size, device))
+            evaluation.extend(_evaluate(module, split, rank, job.data, batch_size, device, collector))
         totals = _all_reduce_sum(evaluation, device)
         counts = {split: (totals[2 * index], totals[2 * index + 1]) for index, split in enumerate(EVAL_SETS)}
         metrics.update(accuracy_metrics(counts))
-        metrics.update(epoch=epoch + 1, epoch_time_s=time.perf_counter() - started)
+        if collector is not None:
+            metrics.update(gather_diagnostics(collector, module.head, num_classes, rank=rank, seed=job.train.seed))
+        epoch_time_s = time.perf_counter() - started - metrics.get("diag_time_s", 0.0)
+        metrics.update(epoch=epoch + 1, epoch_time_s=epoch_time_s)
         _report_epoch(module, optimizer, epoch + 1, metrics, rank)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.train
 from ray.train import CheckpointConfig, DataConfig, LoggingConfig, ScalingConfig
@@ -17,6 +19,7 @@ from merdg.config import ConfigError, JobConfig, MERConfig
 from merdg.data.pipeline import read_decoded
 from merdg.training.balanced import BalancedPlan, balanced_part_name, plan_balanced_batches
 from merdg.training.loop import EVAL_SETS, eval_dataset_name, train_loop_per_worker
+from merdg.training.model_diagnostics import DOMAIN_INDEX_COLUMN
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +108,11 @@ def split_exactly(dataset: ray.data.Dataset, num_parts: int) -> list[ray.data.Da
     return materialized.split_at_indices(indices) if indices else [materialized]
 
 
+def domain_indices(table: pa.Table, domains: Sequence[str]) -> pa.Array:
+    """Return the index of each row's domain in ``domains`` (int64), a Ray Data ``add_column`` function."""
+    return pc.index_in(table["domain"], value_set=pa.array(list(domains), type=pa.string())).cast(pa.int64())
+
+
 def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: JobConfig) -> dict[str, ray.data.Dataset]:
     """Return the trainer's datasets, materialized: source train lists and per-worker evaluation parts.
 
@@ -115,14 +123,23 @@ def build_datasets(cache_path: Path, sources: Sequence[str], target: str, job: J
     With ``--train.balanced_batches`` and two or more sources, each source domain's train list is
     instead split into one exact part per worker (see ``merdg.training.balanced``), and there is
     no 'train' dataset. With one source every batch is balanced anyway, so 'train' is kept.
+    Evaluation rows also carry ``DOMAIN_INDEX_COLUMN``, the index of their domain in
+    ``[*sources, target]``, for the domain probe of the diagnostics.
     """
     columns = [*job.data.modalities, "label"]
     # Ray Data tasks join only the trained modalities' per-modality caches into rows.
     read = functools.partial(read_decoded, cache_path, modalities=job.data.modalities)
+    add_domain_index = functools.partial(domain_indices, domains=[*sources, target])
+
+    def read_evaluation(domains: list[str], split: str) -> ray.data.Dataset:
+        rows = read(domains=domains, splits=[split])
+        return rows.add_column(DOMAIN_INDEX_COLUMN, add_domain_index, batch_format="pyarrow").select_columns(
+            [*columns, DOMAIN_INDEX_COLUMN])
+
     train = read(domains=list(sources), splits=["train"]).select_columns(columns)
-    validation = read(domains=list(sources), splits=["test"]).select_columns(columns)
-    target_train = read(domains=[target], splits=["train"]).select_columns(columns)
-    target_test = read(domains=[target], splits=["test"]).select_columns(columns)
+    validation = read_evaluation(list(sources), "test")
+    target_train = read_evaluation([target], "train")
+    target_test = read_evaluation([target], "test")
     # Split lists are often sorted by class, and workers shuffle only within a small buffer of
     # rows, so the rows are shuffled globally once here.
     # NOTE: every epoch then reads the same global order up to that buffer's local reshuffling.

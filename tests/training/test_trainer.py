@@ -6,6 +6,7 @@ here ``Result.metrics`` is the last epoch's report.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ import pytest
 from merdg.config import BenchmarkConfig, DataConfig, JobConfig, MERConfig, ModelConfig, TrainConfig, TuneConfig
 from merdg.data.datasets import load_dataset
 from merdg.data.pipeline import build_decode_cache
-from merdg.training.loop import accuracy_metrics
+from merdg.training.balanced import balanced_part_name
+from merdg.training.loop import accuracy_metrics, eval_dataset_name
+from merdg.training.model_diagnostics import DOMAIN_INDEX_COLUMN
 from merdg.training.trainer import WorkerResources, build_datasets, build_trainer, max_concurrent_trials, size_workers
 
 
@@ -21,7 +24,7 @@ def tiny_job(tmp_path: Path, **train) -> JobConfig:
     return JobConfig(
         data=DataConfig(cache_dir=tmp_path / "cache", benchmark=BenchmarkConfig(num_classes=3, clips_per_class=4)),
         model=ModelConfig(embed_dim=16, width=4, projector_hidden=16, projection_dim=8, fusion_hidden=16),
-        train=TrainConfig(epochs=2, batch_size=8, **train),
+        train=TrainConfig(**{"epochs": 2, "batch_size": 8, **train}),
         output_dir=tmp_path / "runs",
     )
 
@@ -49,6 +52,45 @@ def test_ddp_run_exact_eval_counts(tmp_path, ray_local):
     assert 0.0 <= metrics["target_test_acc"] <= 100.0
     assert {"train_ce", "train_mer_video", "train_mer_audio", "train_mer_flow", "train_mer_total"} <= set(metrics)
     assert result.checkpoint is not None
+
+
+@pytest.mark.slow
+def test_ddp_run_reports_finite_diagnostics(tmp_path, ray_local):
+    job = tiny_job(tmp_path, epochs=1, encoder_lr_scale=0.1)
+    info = load_dataset(job.data)
+    cache = build_decode_cache(info.clips, job.data)
+    target, sources = info.domains[0], info.domains[1:]
+    datasets = build_datasets(cache.path, sources, target, job)
+    resources = size_workers(job, cluster_cpus=2.0)
+    trainer = build_trainer(job, MERConfig(weight=1.0), datasets, info.num_classes, resources,
+                            name="diagnostics", storage_path=job.output_dir)
+    metrics = trainer.fit().metrics
+    diagnostics = {name: value for name, value in metrics.items() if name.startswith("diag_")}
+    expected = {"diag_domain_probe_chance", "diag_target_acc_noise", "diag_time_s"}
+    for m in job.data.modalities:
+        expected |= {f"diag_{m}_{name}" for name in (
+            "rankme_val", "rankme_target", "cka_source_target", "procrustes_source_target",
+            "domain_probe_acc", "unimodal_target_acc")}
+        expected.add(f"diag_target_acc_without_{m}")
+    assert set(diagnostics) == expected
+    for name, value in diagnostics.items():
+        assert math.isfinite(value), name
+    assert diagnostics["diag_domain_probe_chance"] == pytest.approx(100.0 / 3)
+    assert 0.0 <= diagnostics["diag_target_acc_noise"] <= 100.0
+
+
+def test_eval_datasets_carry_domain_index(tmp_path, ray_local):
+    job = tiny_job(tmp_path)
+    info = load_dataset(job.data)
+    cache = build_decode_cache(info.clips, job.data)
+    target, sources = info.domains[2], info.domains[:2]
+    datasets = build_datasets(cache.path, sources, target, job)
+    validation = [row for rank in range(2) for row in datasets[eval_dataset_name("val", rank)].take_all()]
+    assert sorted({row[DOMAIN_INDEX_COLUMN] for row in validation}) == [0, 1]
+    for split in ("target_train", "target_test"):
+        rows = datasets[eval_dataset_name(split, 0)].take_all()
+        assert rows and {row[DOMAIN_INDEX_COLUMN] for row in rows} == {2}
+    assert DOMAIN_INDEX_COLUMN not in datasets[balanced_part_name(0, 0)].columns()
 
 
 def test_accuracy_metrics_pool_target_lists():
