@@ -505,6 +505,9 @@ class TrainConfig:
     """Give each worker one GPU and use NCCL; otherwise CPU workers with gloo."""
     cpus_per_worker: float | None = None
     """CPUs reserved per worker; default: sized from the cluster so that Ray Data keeps one CPU."""
+    max_failures: int = 2
+    """Restarts of a trial's training workers after a worker process dies or raises. Each restart resumes from
+    the checkpoint of the last finished epoch; 0 fails the trial at the first error, -1 restarts without limit."""
     seed: int = 0
     """Seed of model initialisation and batch order."""
     diagnostics: bool = True
@@ -533,6 +536,8 @@ class TrainConfig:
         _require(self.lars_eta > 0, "train.lars_eta", f"{self.lars_eta} <= 0")
         if self.cpus_per_worker is not None:
             _require(self.cpus_per_worker > 0, "train.cpus_per_worker", f"{self.cpus_per_worker} <= 0")
+        _require(self.max_failures >= -1, "train.max_failures",
+                 f"{self.max_failures} < -1; give 0 for no restarts or -1 for unlimited restarts")
 
 
 @dataclass

@@ -118,7 +118,14 @@ def _report_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
 
 
 def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Load the last checkpoint when Ray Train restarts a run; return the next epoch."""
+    """Load the latest checkpoint when Ray Train restarts a run; return the number of epochs it finished.
+
+    Training goes on with the next epoch, so every epoch is reported once. That matters because
+    Ray Tune appends a repeated report to the trial's metric history as a new row, with its own
+    training_iteration, which would put the epoch into the history twice and shift ASHA's rungs.
+    NOTE: the augmentation generators start again from their seeds, so the clips after a restart
+    are augmented differently than in an uninterrupted run.
+    """
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
@@ -126,7 +133,8 @@ def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
         state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    logger.info("resumed from the checkpoint of epoch %d", state["epoch"])
+    # A restart follows a failure, so it is logged where the default WARNING level shows it.
+    logger.warning("restarted: resuming after epoch %d from the checkpoint at %s", state["epoch"], checkpoint.path)
     return int(state["epoch"])
 
 

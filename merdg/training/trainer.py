@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import ray.train
-from ray.train import CheckpointConfig, DataConfig, LoggingConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from merdg.config import ConfigError, JobConfig, MERConfig
@@ -220,6 +220,10 @@ def build_trainer(
 
     Only the 'train' dataset, when there is one, is split by Ray; checkpoints keep the epoch with
     the best source validation accuracy.
+
+    A worker that dies or raises stops every worker of the run, and Ray Train starts them again
+    (at most ``--train.max_failures`` times). They resume from the latest checkpoint, which Ray
+    keeps besides the best one, so the run goes on after the last epoch it reported.
     """
     worker = {"CPU": resources.cpus_per_worker}
     if resources.gpus_per_worker:
@@ -240,6 +244,9 @@ def build_trainer(
             checkpoint_config=CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute="val_acc", checkpoint_score_order="max"
             ),
+            # NOTE: Ray Train 2.60 restarts on every worker error alike, so a deterministic one (an invalid
+            # batch size, a non-finite loss) also runs max_failures + 1 times before the run fails.
+            failure_config=FailureConfig(max_failures=job.train.max_failures),
             callbacks=list(callbacks),
             # Per-report INFO lines from every worker would flood the console of a sweep.
             logging_config=LoggingConfig(log_level="WARNING"),
