@@ -31,3 +31,14 @@ def test_dashboard_binds_to_loopback():
     commands = " ".join(load_cluster_config()["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in commands
     assert "0.0.0.0" not in commands
+
+
+def test_security_group_opens_no_service_port():
+    # Without these keys, `ray up` gives every node the security group it creates itself, which in
+    # Ray 2.60 admits SSH (port 22) from anywhere and all traffic between the cluster's nodes.
+    config = load_cluster_config()
+    assert "security_group" not in config["provider"], "extra ingress rules could open the dashboard or MLflow"
+    for name, node in config["available_node_types"].items():
+        assert "SecurityGroupIds" not in node["node_config"], f"node type {name!r} brings its own security group"
+        assert "NetworkInterfaces" not in node["node_config"], f"node type {name!r} sets its own network interfaces"
+
