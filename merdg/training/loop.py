@@ -120,9 +120,10 @@ def _report_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
 def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Load the latest checkpoint when Ray Train restarts a run; return the number of epochs it finished.
 
-    Training goes on with the next epoch, so every epoch is reported once. That matters because
-    Ray Tune appends a repeated report to the trial's metric history as a new row, with its own
-    training_iteration, which would put the epoch into the history twice and shift ASHA's rungs.
+    Training goes on with the next epoch, so a restart reports none of the finished epochs again.
+    That matters because Ray Tune appends a repeated report to the trial's metric history as a new
+    row, with its own training_iteration, which would put the epoch into the history twice and
+    shift ASHA's rungs.
     NOTE: the augmentation generators start again from their seeds, so the clips after a restart
     are augmented differently than in an uninterrupted run.
     """
