@@ -540,16 +540,35 @@ class TrainConfig:
                  f"{self.max_failures} < -1; give 0 for no restarts or -1 for unlimited restarts")
 
 
+PROTOCOLS = ("multi_source", "single_source")
+"""Domain generalization protocols: train on every domain but the target, or on one domain alone."""
+
+SELECTIONS = ("source_val", "lodo", "oracle")
+"""Model selection methods of ``--tune.selection`` (registered in ``merdg.selection``)."""
+
+
 @dataclass
 class TuneConfig:
-    """The search over MER's hyperparameters for each target domain."""
+    """What a sweep covers (protocols, targets, modality sets, host methods, seeds) and how it searches MER's settings."""
 
     space: Path = Path("tune_spaces/default.yaml")
     """Search space YAML (lambda, estimator and the estimator's own parameters)."""
     num_trials: int = 4
-    """Optuna trials per target domain."""
+    """Optuna trials per target domain, modality set and host method."""
+    protocols: list[str] = field(default_factory=lambda: ["multi_source"])
+    """Protocols to run: multi_source (leave one domain out, train on all the others) and/or
+    single_source (train on one domain, test on each other domain in turn)."""
     targets: list[str] | None = None
-    """Target domains to run (leave-one-domain-out); default: every domain in turn."""
+    """Target domains to run; default: every domain in turn."""
+    modality_sets: list[list[str]] | None = None
+    """Modality sets to run, each a subset of --data.modalities (for example [[video,audio],[video,audio,flow]]);
+    default: --data.modalities alone."""
+    methods: list[str] | None = None
+    """Host methods to run (fusion, simmmdg, cmc, cmrf); default: --train.method alone."""
+    baseline: bool = True
+    """Also train each host method without MER (lambda 0) on the same seeds, for paired differences."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds the selected configuration (and the baseline) is retrained with; results report their mean and std."""
     grace_period: int = 3
     """Epochs every trial runs before ASHA may stop it."""
     reduction_factor: int = 2
@@ -557,9 +576,13 @@ class TuneConfig:
     max_concurrent_trials: int = 1
     """Trials run at the same time."""
     selection: str = "source_val"
-    """Model selection: 'source_val' (held-out source-domain data) or 'oracle' (target data, labeled so)."""
+    """Model selection: 'source_val' (held-out source-domain data), 'lodo' (leave one source domain out among
+    the sources; multi-source only) or 'oracle' (target data, labeled so)."""
     seed: int = 0
     """Seed of the Optuna sampler."""
+    resume: bool = True
+    """Continue an interrupted sweep with the same resolved config: finished work is read back, not rerun.
+    False starts a new sweep."""
 
     def __post_init__(self) -> None:
         self.space = Path(self.space)
@@ -567,6 +590,31 @@ class TuneConfig:
         _require(self.grace_period >= 1, "tune.grace_period", f"{self.grace_period} < 1")
         _require(self.reduction_factor >= 2, "tune.reduction_factor", f"{self.reduction_factor} < 2")
         _require(self.max_concurrent_trials >= 1, "tune.max_concurrent_trials", f"{self.max_concurrent_trials} < 1")
+        _require(len(self.protocols) > 0, "tune.protocols", f"empty; choose from {list(PROTOCOLS)}")
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        _require(not unknown, "tune.protocols", f"unknown protocol {unknown}; choose from {list(PROTOCOLS)}")
+        _require(len(set(self.protocols)) == len(self.protocols), "tune.protocols", f"{self.protocols} lists one twice")
+        _require(self.selection in SELECTIONS, "tune.selection",
+                 f"unknown selection method {self.selection!r}; choose from {list(SELECTIONS)}")
+        _require(len(self.seeds) > 0, "tune.seeds", "empty; give at least one seed, for example [0,1,2]")
+        _require(len(set(self.seeds)) == len(self.seeds), "tune.seeds", f"{self.seeds} lists a seed twice")
+        if self.methods is not None:
+            _require(len(self.methods) > 0, "tune.methods", "empty; omit it to run --train.method alone")
+            _require(len(set(self.methods)) == len(self.methods), "tune.methods", f"{self.methods} lists a method twice")
+        if self.modality_sets is not None:
+            _require(len(self.modality_sets) > 0, "tune.modality_sets", "empty; omit it to run --data.modalities alone")
+            canonical = []
+            for chosen in self.modality_sets:
+                unknown = [m for m in chosen if m not in MODALITIES]
+                _require(len(chosen) > 0 and not unknown and len(set(chosen)) == len(chosen), "tune.modality_sets",
+                         f"{chosen} is not a non-empty set of {list(MODALITIES)}")
+                canonical.append([m for m in MODALITIES if m in chosen])
+            _require(len({tuple(c) for c in canonical}) == len(canonical), "tune.modality_sets",
+                     f"{self.modality_sets} lists a set twice")
+            self.modality_sets = canonical
+        if self.selection == "lodo":
+            _require(self.protocols == ["multi_source"], "tune.selection",
+                     "lodo needs two or more source domains, so it runs with --tune.protocols [multi_source] only")
 
 
 @dataclass
@@ -597,14 +645,34 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
+        for chosen in self.tune.modality_sets or []:
+            missing = [m for m in chosen if m not in self.data.modalities]
+            _require(not missing, "tune.modality_sets",
+                     f"{chosen} uses {missing}, which --data.modalities {self.data.modalities} does not decode; "
+                     "add them to --data.modalities")
+
+    @property
+    def modality_sets(self) -> list[list[str]]:
+        """The modality sets a sweep runs: ``--tune.modality_sets``, or ``--data.modalities`` alone."""
+        return [list(s) for s in self.tune.modality_sets] if self.tune.modality_sets else [list(self.data.modalities)]
+
+    @property
+    def host_methods(self) -> list[str]:
+        """The host methods a sweep runs: ``--tune.methods``, or ``--train.method`` alone."""
+        return list(self.tune.methods) if self.tune.methods else [self.train.method]
 
     def to_dict(self) -> dict[str, Any]:
         """Return the resolved configuration as plain YAML/JSON-serialisable data."""
         return _plain(dataclasses.asdict(self))
 
     def fingerprint(self) -> str:
-        """Return a short hash of the resolved configuration, used to name runs."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """Return a short hash of the resolved configuration: the identity of a sweep and its runs.
+
+        ``--tune.resume`` is left out, so that turning it off and on does not change the identity.
+        """
+        values = self.to_dict()
+        values["tune"].pop("resume", None)
+        text = json.dumps(values, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -4,6 +4,17 @@ Every reported accuracy carries the label of the method that selected it, so tha
 selected on target data ("oracle") can never pass for a fair one. Two target accuracies are
 reported at the selected epoch: ``target_acc`` on the target domain's train and test lists
 together, and ``target_test_acc`` on its test list alone.
+
+Three methods are registered:
+
+- ``source_val``: the highest accuracy on the source domains' test lists (``val_acc``), in the
+  search and again in each seed's retraining;
+- ``lodo``: leave-one-source-domain-out validation (Gulrajani and Lopez-Paz, "In Search of Lost
+  Domain Generalization", ICLR 2021). Each search trial trains one model per source domain on the
+  other sources and scores each epoch by the mean accuracy on the held-out source (``lodo_acc``).
+  The selected configuration is retrained on all sources, and each seed is read at the selected
+  epoch, because a model trained on every source has no held-out source left to select with;
+- ``oracle``: the highest target accuracy, labeled as oracle wherever it is reported.
 """
 
 from __future__ import annotations
@@ -41,11 +52,17 @@ class Selection:
 
 @dataclass(frozen=True)
 class SelectionMethod:
-    """A named rule that scores every (trial, epoch); the highest score is selected."""
+    """A named rule that scores every (trial, epoch); the highest score is selected.
+
+    ``metric`` is the per-epoch value the search maximises. When ``fixed_epoch`` is true, seed
+    retraining does not select again: it is read at the epoch the search selected.
+    """
 
     name: str
     label: str
     score: Callable[[dict[str, float]], float]
+    metric: str = "val_acc"
+    fixed_epoch: bool = False
 
 
 SELECTION_METHODS: dict[str, SelectionMethod] = {}
@@ -62,8 +79,12 @@ register_selection(
     SelectionMethod("source_val", "source-domain validation", score=lambda metrics: metrics["val_acc"])
 )
 register_selection(
+    SelectionMethod("lodo", "leave-one-source-domain-out validation", score=lambda metrics: metrics["lodo_acc"],
+                    metric="lodo_acc", fixed_epoch=True)
+)
+register_selection(
     SelectionMethod("oracle", "oracle (selected on target-domain accuracy, train and test lists)",
-                    score=lambda metrics: metrics["target_acc"])
+                    score=lambda metrics: metrics["target_acc"], metric="target_acc")
 )
 
 
@@ -90,8 +111,29 @@ def select(histories: Sequence[TrialHistory], method: str = "source_val") -> Sel
         label=rule.label,
         trial_id=history.trial_id,
         epoch=int(metrics["epoch"]),
-        val_acc=float(metrics["val_acc"]),
-        target_acc=float(metrics["target_acc"]),
-        target_test_acc=float(metrics["target_test_acc"]),
+        val_acc=float(metrics.get("val_acc", metrics.get(rule.metric, float("nan")))),
+        target_acc=float(metrics.get("target_acc", float("nan"))),
+        target_test_acc=float(metrics.get("target_test_acc", float("nan"))),
         params=dict(history.params),
+    )
+
+
+def select_seed_epoch(history: TrialHistory, method: str, selected_epoch: int) -> Selection:
+    """Return the epoch of one seed's retraining that ``method`` reports.
+
+    Methods with ``fixed_epoch`` read the retraining at ``selected_epoch`` (the search's choice,
+    or the last epoch the retraining reached if it is shorter); the others select again among
+    the seed's epochs with their own rule.
+    """
+    rule = SELECTION_METHODS[method]
+    if not rule.fixed_epoch:
+        return select([history], method)
+    if not history.epochs:
+        raise ValueError(f"trial {history.trial_id} reported no epoch; nothing to select from")
+    reached = [metrics for metrics in history.epochs if int(metrics["epoch"]) <= selected_epoch]
+    metrics = reached[-1] if reached else history.epochs[0]
+    return Selection(
+        method=rule.name, label=rule.label, trial_id=history.trial_id, epoch=int(metrics["epoch"]),
+        val_acc=float(metrics["val_acc"]), target_acc=float(metrics["target_acc"]),
+        target_test_acc=float(metrics["target_test_acc"]), params=dict(history.params),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -295,3 +296,49 @@ class Tracker:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Mark a run FINISHED, FAILED or KILLED."""
         self._write("end_run", run_id, {"status": status}, lambda: self.client.set_terminated(run_id, status=status))
+
+    def find_run(self, tags: Mapping[str, str]) -> Any | None:
+        """Return the newest run of the experiment carrying all ``tags``, or None."""
+        conditions = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+        runs = self.client.search_runs([self.experiment_id], filter_string=conditions,
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a run RUNNING again, to continue logging to it after an interruption."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def fail_running_children(self, parent_run_id: str) -> int:
+        """Mark every RUNNING run nested (at any depth) under ``parent_run_id`` FAILED; return how many.
+
+        A process killed mid-run leaves its runs RUNNING; this closes them before work resumes.
+        """
+        closed = 0
+        pending = [parent_run_id]
+        while pending:
+            parent = pending.pop()
+            children = self.client.search_runs([self.experiment_id],
+                                               filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+            for child in children:
+                pending.append(child.info.run_id)
+                if child.info.status == "RUNNING":
+                    self.client.set_terminated(child.info.run_id, status="FAILED")
+                    self.client.set_tag(child.info.run_id, "merdg.interrupted", "true")
+                    closed += 1
+        return closed
+
+    def load_json(self, run_id: str, artifact_file: str) -> Any | None:
+        """Return a JSON artifact of a run, or None when the run has no such file."""
+        if not self._has_artifact(run_id, artifact_file):
+            return None
+        with tempfile.TemporaryDirectory() as folder:
+            local = self.client.download_artifacts(run_id, artifact_file, folder)
+            return json.loads(Path(local).read_text())
+
+    def _has_artifact(self, run_id: str, artifact_file: str) -> bool:
+        folder, _, name = artifact_file.rpartition("/")
+        return any(item.path == artifact_file for item in self.client.list_artifacts(run_id, folder or None))
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        """Store a Matplotlib figure as an image artifact."""
+        self.client.log_figure(run_id, figure, artifact_file)

@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking_uri", help="MLflow tracking URI (default: the local store in --output_dir)")
     parser.add_argument("--output_dir", type=Path, default=Path("merdg_runs"),
                         help="output folder of the main job, whose mlflow.db is read (default: ./merdg_runs)")
-    parser.add_argument("--experiment", default="merdg", help="MLflow experiment name (default: merdg)")
+    parser.add_argument("--experiment", default="merdg",
+                        help="--tracking.experiment of the sweep; its experiments are named <experiment>-<sweep id> "
+                             "(default: merdg)")
     parser.add_argument("--sweep_run_id", help="run id of the sweep to report (default: the newest sweep)")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV to this file")
     args = parser.parse_args(argv)
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as error:
         parser.exit(2, f"report.py: error: {error}\n")
     print(results_markdown(report.results, report.selection_label, report.title), end="")
+    if report.unfinished:
+        print(f"\n{report.unfinished} cell(s) of this sweep have not finished and are left out.")
     if args.csv:
         args.csv.write_text(results_csv(report.results, report.selection_label), encoding="utf-8")
         print(f"\nCSV written to {args.csv}")

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(result.markdown)
     print(f"Wall time: {time.perf_counter() - started:.0f} s. MLflow store: {result.tracking_uri} "
-          f"(experiment {job.tracking.experiment!r}, sweep run {result.sweep_run_id}).")
+          f"(experiment {result.experiment!r}, sweep run {result.sweep_run_id}).")
     return 0
 
 

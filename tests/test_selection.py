@@ -51,3 +51,28 @@ def test_errors_for_unknown_method_and_empty_histories():
     with pytest.raises(ValueError, match="no trial reported"):
         select([TrialHistory("z", {}, [])], "source_val")
     assert {"source_val", "oracle"} <= set(SELECTION_METHODS)
+
+
+def test_lodo_selects_on_held_out_source_accuracy():
+    histories = [
+        TrialHistory("a", {"lambda": 0.1}, [{"epoch": 1, "lodo_acc": 40.0}, {"epoch": 2, "lodo_acc": 45.0}]),
+        TrialHistory("b", {"lambda": 3.0}, [{"epoch": 1, "lodo_acc": 50.0}, {"epoch": 2, "lodo_acc": 48.0}]),
+    ]
+    chosen = select(histories, "lodo")
+    assert (chosen.trial_id, chosen.epoch) == ("b", 1)
+    assert chosen.label == "leave-one-source-domain-out validation"
+
+
+def test_seed_epoch_is_fixed_under_lodo_and_reselected_otherwise():
+    from merdg.selection import select_seed_epoch
+
+    seed_run = TrialHistory("s", {"seed": 1}, [
+        {"epoch": 1, "val_acc": 90.0, "target_acc": 10.0, "target_test_acc": 11.0},
+        {"epoch": 2, "val_acc": 50.0, "target_acc": 60.0, "target_test_acc": 61.0},
+        {"epoch": 3, "val_acc": 70.0, "target_acc": 30.0, "target_test_acc": 31.0},
+    ])
+    assert select_seed_epoch(seed_run, "lodo", selected_epoch=2).target_acc == 60.0
+    # A run shorter than the selected epoch is read at its last epoch.
+    assert select_seed_epoch(seed_run, "lodo", selected_epoch=9).epoch == 3
+    assert select_seed_epoch(seed_run, "source_val", selected_epoch=2).epoch == 1
+    assert select_seed_epoch(seed_run, "oracle", selected_epoch=2).epoch == 2

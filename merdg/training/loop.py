@@ -111,10 +111,24 @@ def _report_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoc
         return
     with tempfile.TemporaryDirectory() as folder:
         torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+             "metrics": metrics},
             Path(folder) / CHECKPOINT_FILE,
         )
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _report_restored_last_epoch() -> None:
+    """Report the metrics stored with the checkpoint of a run restored after its last epoch.
+
+    Such a run trains no more, but its caller (a Ray Tune trial run again after a restore)
+    needs a final report with the run's metrics. Readers keep one row per epoch, the latest.
+    """
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    if state.get("metrics"):
+        ray.train.report(dict(state["metrics"]))
 
 
 def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
@@ -254,6 +268,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     module: MultimodalModel = getattr(model, "module", model)
     optimizer = build_optimizer(module, job.train)
     start_epoch = _restore(module, optimizer)
+    if start_epoch >= job.train.epochs:
+        _report_restored_last_epoch()
 
     augment_generator = torch.Generator().manual_seed(job.train.seed * 1009 + rank)
     for epoch in range(start_epoch, job.train.epochs):

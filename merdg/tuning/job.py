@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -24,9 +25,10 @@ from merdg.methods import HOST_METHODS, build_method
 from merdg.selection import SELECTION_METHODS
 from merdg.tracking import Tracker, default_tracking_uri
 from merdg.training.trainer import check_feasible, max_concurrent_trials, size_workers
-from merdg.tuning.results import TargetResult, results_csv, results_markdown
+from merdg.tuning.plots import lambda_figure
+from merdg.tuning.results import CELL_RESULT_FILE, CellResult, mean_std, results_csv, results_markdown, summary_metrics
 from merdg.tuning.space import load_space
-from merdg.tuning.sweep import TargetPlan, leave_one_out, tune_target
+from merdg.tuning.sweep import CellPlan, CellRunner, plan_cells
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ RAY_DATA_LOGGING_CONFIG = Path(__file__).with_name("ray_data_logging.yaml")
 class JobResult:
     """Output of a finished job: per-target results, the tables, and their MLflow location."""
 
-    results: list[TargetResult]
+    results: list[CellResult]
     selection_label: str
     markdown: str
     csv: str
@@ -46,16 +48,17 @@ class JobResult:
     sweep_run_id: str
     tracking_uri: str
     data: DecodeCacheResult
+    experiment: str = ""
 
     @property
     def mean_target_acc(self) -> float:
-        """Mean over targets of the accuracy on each target's train and test lists together."""
-        return sum(r.selection.target_acc for r in self.results) / len(self.results)
+        """Mean over cells of MER's seed-mean accuracy on each target's train and test lists together."""
+        return mean_over(self.results, "target_acc")
 
     @property
     def mean_target_test_acc(self) -> float:
-        """Mean over targets of the accuracy on each target's test list alone."""
-        return sum(r.selection.target_test_acc for r in self.results) / len(self.results)
+        """Mean over cells of MER's seed-mean accuracy on each target's test list alone."""
+        return mean_over(self.results, "target_test_acc")
 
 
 def check_ray_address(address: str, timeout_s: float = 10.0) -> None:
@@ -114,13 +117,18 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def open_tracker(job: JobConfig) -> Tracker:
-    """Open (and if needed create) the MLflow experiment; fails before any work if unreachable."""
+def experiment_name(job: JobConfig, sweep_id: str) -> str:
+    """The MLflow experiment of one sweep: ``--tracking.experiment`` followed by the sweep's id."""
+    return f"{job.tracking.experiment}-{sweep_id}"
+
+
+def open_tracker(job: JobConfig, sweep_id: str) -> Tracker:
+    """Open (and if needed create) the sweep's MLflow experiment; fails before any work if unreachable."""
+    experiment = experiment_name(job, sweep_id)
     if job.tracking.tracking_uri:
         # A tracking server decides where artifacts go (for example its --artifacts-destination).
-        return Tracker(job.tracking.tracking_uri, job.tracking.experiment)
-    return Tracker(default_tracking_uri(job.output_dir), job.tracking.experiment,
-                   artifact_location=job.output_dir / "mlartifacts")
+        return Tracker(job.tracking.tracking_uri, experiment)
+    return Tracker(default_tracking_uri(job.output_dir), experiment, artifact_location=job.output_dir / "mlartifacts")
 
 
 def _log_data(tracker: Tracker, run_id: str, info: DatasetInfo, data: DecodeCacheResult) -> None:
@@ -191,17 +199,107 @@ def check_splits(info: DatasetInfo, plans: list[tuple[str, tuple[str, ...]]]) ->
             )
 
 
+def open_cell_run(job: JobConfig, tracker: Tracker, plan: CellPlan, sweep_run_id: str) -> tuple[str, CellResult | None]:
+    """Return the MLflow run of a cell, and its stored result when an earlier run of the sweep finished it.
+
+    A cell run left unfinished by an interruption is reopened; the runs under it that were still
+    RUNNING are marked FAILED (tagged ``merdg.interrupted``) before its trials resume.
+    """
+    cell = plan.cell
+    existing = tracker.find_run({"merdg.cell_id": plan.cell_id}) if job.tune.resume else None
+    if existing is not None:
+        run_id = existing.info.run_id
+        stored = tracker.load_json(run_id, CELL_RESULT_FILE)
+        if existing.info.status == "FINISHED" and stored is not None:
+            return run_id, CellResult.from_dict(stored)
+        closed = tracker.fail_running_children(run_id)
+        logger.info("%s: resuming its unfinished run %s (%d interrupted trial run(s) marked FAILED)",
+                    cell.name, run_id, closed)
+        tracker.reopen_run(run_id)
+        return run_id, None
+    run_id = tracker.start_run(cell.name, parent_run_id=sweep_run_id, tags={
+        "merdg.cell_id": plan.cell_id, "merdg.protocol": cell.protocol, "merdg.target": cell.target,
+        "merdg.sources": ",".join(cell.sources), "merdg.modalities": "+".join(cell.modalities),
+        "merdg.method": cell.method, "merdg.selection": SELECTION_METHODS[job.tune.selection].label,
+    })
+    tracker.log_params(run_id, {"protocol": cell.protocol, "target": cell.target, "sources": ",".join(cell.sources),
+                                "modalities": "+".join(cell.modalities), "method": cell.method,
+                                "num_trials": job.tune.num_trials, "seeds": job.tune.seeds,
+                                "selection": job.tune.selection})
+    return run_id, None
+
+
+def _mark_selected_trial(tracker: Tracker, parent_run_id: str, trial_id: str) -> None:
+    """Tag the MLflow run of the selected search trial (Tune names the run after the trial)."""
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+    for run in runs:
+        if run.data.tags.get("merdg.phase") == "search" and run.data.tags.get("trial_name", "").endswith(trial_id):
+            tracker.set_tags(run.info.run_id, {"merdg.selected": "true"})
+
+
+def run_cell(job: JobConfig, plan: CellPlan, space, tracker: Tracker, sweep_run_id: str) -> CellResult:
+    """Search, retrain and record one cell, or read its result back when it already finished."""
+    run_id, stored = open_cell_run(job, tracker, plan, sweep_run_id)
+    if stored is not None:
+        logger.info("%s: finished in an earlier run of this sweep (MLflow run %s); not rerun", plan.cell.name, run_id)
+        return stored
+    status = "FAILED"
+    try:
+        runner = CellRunner(plan.cell.job(job), plan, space, tracker, run_id)
+        result = runner.run()
+        tracker.log_metrics(run_id, summary_metrics(result))
+        tracker.log_params(run_id, {"selected": result.mer.params})
+        _mark_selected_trial(tracker, run_id, max(result.trials, key=lambda t: t.score).trial_id)
+        figure = lambda_figure(result)
+        if figure is not None:
+            tracker.log_figure(run_id, figure, "plots/lambda_vs_accuracy.png")
+        tracker.log_dict(run_id, result.to_dict(), CELL_RESULT_FILE)
+        status = "FINISHED"
+    finally:
+        tracker.end_run(run_id, status)
+    return result
+
+
+def sweep_identity(job: JobConfig) -> str:
+    """The sweep's id: the resolved config's fingerprint, plus the start time when it must not resume."""
+    fingerprint = job.fingerprint()
+    return fingerprint if job.tune.resume else f"{fingerprint}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_sweep_run(job: JobConfig, tracker: Tracker, sweep_id: str, info: DatasetInfo, selection_label: str) -> str:
+    """Return the sweep's MLflow run, reopening it when the same sweep ran before."""
+    existing = tracker.find_run({"merdg.sweep_id": sweep_id}) if job.tune.resume else None
+    if existing is not None:
+        tracker.reopen_run(existing.info.run_id)
+        logger.info("continuing sweep %s (MLflow run %s)", sweep_id, existing.info.run_id)
+        return existing.info.run_id
+    run_id = tracker.start_run(f"sweep-{sweep_id}", tags={"merdg.sweep_id": sweep_id, "merdg.selection": selection_label,
+                                                         "merdg.dataset": info.name})
+    tracker.log_params(run_id, job.to_dict())
+    tracker.log_text(run_id, yaml.safe_dump(job.to_dict(), sort_keys=False), "config.yaml")
+    return run_id
+
+
+def sweep_title(job: JobConfig, dataset: str) -> str:
+    return (f"MER-DG on {dataset}: protocols {', '.join(job.tune.protocols)}; modality sets "
+            f"{', '.join('+'.join(m) for m in job.modality_sets)}; hosts {', '.join(job.host_methods)}")
+
+
 def run_job(job: JobConfig) -> JobResult:
-    """Run the whole sweep described by ``job`` and return its results table."""
+    """Run the whole sweep described by ``job`` and return its results tables."""
     started = time.perf_counter()
     validate_job(job)
     make_folder(job.output_dir, "output_dir")
     make_folder(job.data.cache_dir, "data.cache_dir")
     space = load_space(job.tune.space)
-    tracker = open_tracker(job)
+    sweep_id = sweep_identity(job)
+    tracker = open_tracker(job, sweep_id)
     info = load_dataset(job.data)
-    plans = leave_one_out(info.domains, job.tune.targets)
-    check_splits(info, plans)
+    cells = plan_cells(job, info.domains)
+    pairs = list(dict.fromkeys((cell.target, cell.sources) for cell in cells))
+    check_splits(info, pairs)
     selection_label = SELECTION_METHODS[job.tune.selection].label
 
     init_ray(job.ray_address)
@@ -221,47 +319,50 @@ def run_job(job: JobConfig) -> JobResult:
             info, clips=[clip for clip in info.clips if clip.clip_id not in skipped_ids]
         )
         try:
-            check_splits(decoded_info, plans)
+            check_splits(decoded_info, pairs)
         except DatasetError as error:
             raise DatasetError(
                 f"after skipping {data.num_skipped} clip(s) that failed to decode (listed in "
                 f"{data.quarantine_csv}): {error}"
             ) from None
 
-    sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{job.fingerprint()}"
-    sweep_run_id = tracker.start_run(
-        f"sweep-{sweep_id}", tags={"merdg.sweep_id": sweep_id, "merdg.selection": selection_label,
-                                   "merdg.dataset": info.name}
-    )
-    tracker.log_params(sweep_run_id, job.to_dict())
-    tracker.log_text(sweep_run_id, yaml.safe_dump(job.to_dict(), sort_keys=False), "config.yaml")
+    sweep_run_id = open_sweep_run(job, tracker, sweep_id, info, selection_label)
     _log_data(tracker, sweep_run_id, info, data)
 
-    results: list[TargetResult] = []
+    results: list[CellResult] = []
     status = "FAILED"
     try:
-        for index, (target, sources) in enumerate(plans, start=1):
-            logger.info("target %d/%d: %s (sources %s), %d trials",
-                        index, len(plans), target, "+".join(sources), job.tune.num_trials)
-            plan = TargetPlan(target, sources, data.path, info.num_classes, resources, concurrency, sweep_id)
-            result = tune_target(job, plan, space, tracker, sweep_run_id)
-            logger.info("target %s: selected %s, source val %.2f%%, target %.2f%% (train+test lists), "
-                        "target test list %.2f%% (%s)", target, result.selection.params, result.selection.val_acc,
-                        result.selection.target_acc, result.selection.target_test_acc, selection_label)
+        for index, cell in enumerate(cells, start=1):
+            logger.info("cell %d/%d: %s; %d search trials, seeds %s%s", index, len(cells), cell.name,
+                        job.tune.num_trials, job.tune.seeds, ", with a no-MER baseline" if job.tune.baseline else "")
+            plan = CellPlan(cell, data.path, info.num_classes, resources, concurrency, cell.identity(sweep_id))
+            result = run_cell(job, plan, space, tracker, sweep_run_id)
+            summary = summary_metrics(result)
+            logger.info("cell %d/%d done: %s; MER target %.2f%%, baseline %s (%s)", index, len(cells), cell.name,
+                        summary.get("mer_target_acc_mean", math.nan),
+                        f"{summary['base_target_acc_mean']:.2f}%" if "base_target_acc_mean" in summary else "not run",
+                        selection_label)
             results.append(result)
-        title = f"MER-DG on {info.name}, modalities {'+'.join(job.data.modalities)}, host {job.train.method}"
+        title = sweep_title(job, info.name)
         markdown = results_markdown(results, selection_label, title)
         table_csv = results_csv(results, selection_label)
+        tracker.set_tags(sweep_run_id, {"merdg.title": title})
         tracker.log_text(sweep_run_id, markdown, "results/results.md")
         tracker.log_text(sweep_run_id, table_csv, "results/results.csv")
-        mean = sum(r.selection.target_acc for r in results) / len(results)
-        mean_test = sum(r.selection.target_test_acc for r in results) / len(results)
-        tracker.log_metrics(sweep_run_id, {"mean_target_acc": mean, "mean_target_test_acc": mean_test,
+        tracker.log_metrics(sweep_run_id, {"mean_target_acc": mean_over(results, "target_acc"),
+                                           "mean_target_test_acc": mean_over(results, "target_test_acc"),
                                            "wall_time_s": time.perf_counter() - started})
         status = "FINISHED"
     finally:
         tracker.end_run(sweep_run_id, status)
-    return JobResult(results, selection_label, markdown, table_csv, sweep_id, sweep_run_id, tracker.tracking_uri, data)
+    return JobResult(results, selection_label, markdown, table_csv, sweep_id, sweep_run_id, tracker.tracking_uri, data,
+                     tracker.experiment)
+
+
+def mean_over(results: list[CellResult], accuracy: str) -> float:
+    """Mean over cells of MER's seed-mean accuracy."""
+    values = [mean_std(r.mer.values(accuracy))[0] for r in results]
+    return sum(values) / len(values) if values else math.nan
 
 
 def resolve_paths(job: JobConfig, base: Path) -> JobConfig:

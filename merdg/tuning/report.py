@@ -1,30 +1,29 @@
 """Rebuild a sweep's results tables from its MLflow runs alone.
 
-A sweep run (named ``sweep-<id>``) has one child run per target domain, tagged ``merdg.target``,
-``merdg.sources`` and ``merdg.selection``, with the selected trial's accuracies as the metrics
-``selected_val_acc``, ``selected_target_acc``, ``selected_target_test_acc`` and
-``selected_epoch``, and its configuration as the params ``selected.*``. This module reads those
-back into ``TargetResult`` rows, so the tables come out as the job printed them.
+Each sweep has its own MLflow experiment (``<--tracking.experiment>-<sweep id>``) with one sweep
+run (named ``sweep-<id>``, tagged ``merdg.sweep_id``). Nested under it is one run per cell,
+tagged ``merdg.cell_id``, whose artifact ``cell.json`` holds the cell's ``CellResult``: the
+selected MER configuration and every seed's accuracies for MER and the baseline. This module
+reads those back, so the tables come out as the job printed them.
 """
 
 from __future__ import annotations
 
-import ast
+import json
+import tempfile
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from merdg.selection import Selection
-from merdg.tuning.results import TargetResult
+from merdg.tuning.results import CELL_RESULT_FILE, CellResult
 
 SWEEP_PREFIX = "sweep-"
 """Run-name prefix of a sweep run."""
 
-
 class ReportError(LookupError):
-    """The tracking store has no sweep or no complete target run to report."""
+    """The tracking store has no sweep or no finished cell to report."""
 
 
 @dataclass
@@ -32,96 +31,59 @@ class SweepReport:
     """The results of one sweep as read from MLflow."""
 
     sweep_run_id: str
+    experiment: str
     title: str
     selection_label: str
-    results: list[TargetResult]
+    results: list[CellResult]
+    unfinished: int = 0
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _nested(params: dict[str, str], prefix: str) -> dict[str, Any]:
-    """Turn flattened params ``prefix.a.b`` back into ``{"a": {"b": value}}``."""
-    nested: dict[str, Any] = {}
-    for key, text in params.items():
-        if not key.startswith(prefix):
-            continue
-        parts = key[len(prefix):].split(".")
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_value(text)
-    return nested
-
-
-def find_sweep(client: MlflowClient, experiment_id: str, sweep_run_id: str | None) -> Run:
-    """Return the sweep run with ``sweep_run_id``, or the newest sweep run of the experiment."""
+def find_sweep(client: MlflowClient, experiment_prefix: str, sweep_run_id: str | None) -> Run:
+    """Return the sweep run with ``sweep_run_id``, or the newest sweep run of the experiments named ``<prefix>-*``."""
     if sweep_run_id:
         return client.get_run(sweep_run_id)
-    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])
-    sweeps = [run for run in runs if (run.info.run_name or "").startswith(SWEEP_PREFIX)]
-    if not sweeps:
-        raise ReportError(
-            "no sweep run (named 'sweep-...') in this experiment; run pipelines/tune_all_domains.py first"
-        )
-    return sweeps[0]
+    experiments = [e for e in client.search_experiments() if e.name.startswith(f"{experiment_prefix}-")]
+    if not experiments:
+        raise ReportError(f"no experiment named '{experiment_prefix}-<sweep id>' in this store; "
+                          "run pipelines/tune_all_domains.py first, or pass --experiment")
+    runs = client.search_runs([e.experiment_id for e in experiments], filter_string="tags.`merdg.sweep_id` != ''",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise ReportError(f"no sweep run (named '{SWEEP_PREFIX}...') in the experiments named "
+                          f"'{experiment_prefix}-*'; run pipelines/tune_all_domains.py first")
+    return runs[0]
 
 
-def _target_result(run: Run) -> TargetResult:
-    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
-    selection = Selection(
-        method=params.get("selection", ""),
-        label=tags.get("merdg.selection", ""),
-        trial_id="",
-        epoch=int(metrics["selected_epoch"]),
-        val_acc=metrics["selected_val_acc"],
-        target_acc=metrics["selected_target_acc"],
-        target_test_acc=metrics["selected_target_test_acc"],
-        params=_nested(params, "selected."),
-    )
-    return TargetResult(
-        target=tags["merdg.target"],
-        sources=tags.get("merdg.sources", "").split(","),
-        selection=selection,
-        num_trials=int(params.get("num_trials", 0)),
-        num_failed=int(metrics.get("failed_trials", 0)),
-        run_id=run.info.run_id,
-    )
+def _load_cell(client: MlflowClient, run: Run) -> CellResult | None:
+    names = {item.path for item in client.list_artifacts(run.info.run_id)}
+    if CELL_RESULT_FILE not in names:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        local = client.download_artifacts(run.info.run_id, CELL_RESULT_FILE, folder)
+        return CellResult.from_dict(json.loads(Path(local).read_text()))
 
 
 def read_sweep(tracking_uri: str, experiment: str = "merdg", sweep_run_id: str | None = None) -> SweepReport:
-    """Read a sweep's per-target results from MLflow (the newest sweep when no id is given).
+    """Read a sweep's cell results from MLflow (the newest sweep when no id is given).
 
-    Target runs that did not finish (no selected metrics) are left out, and the title gives their number.
+    Cells that did not finish (no ``cell.json``) are left out and counted in ``unfinished``.
+    Cells keep the order in which the sweep ran them.
 
     Raises:
-        ReportError: the experiment, the sweep or every target result is missing.
+        ReportError: the experiment, the sweep or every cell result is missing.
     """
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ReportError(f"no experiment {experiment!r} in the tracking store {tracking_uri}")
-    sweep = find_sweep(client, found.experiment_id, sweep_run_id)
+    sweep = find_sweep(client, experiment, sweep_run_id)
     children = client.search_runs(
-        [found.experiment_id],
+        [sweep.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{sweep.info.run_id}'",
         order_by=["attributes.start_time ASC"],
     )
-    targets = [run for run in children if "merdg.target" in run.data.tags]
-    complete = [run for run in targets if "selected_epoch" in run.data.metrics]
-    if not complete:
-        raise ReportError(f"sweep run {sweep.info.run_id} has no finished target run to report")
-
-    params = sweep.data.params
-    modalities = ast.literal_eval(params.get("data.modalities", "[]"))
-    title = (f"MER-DG on {params.get('data.dataset', '?')}, modalities {'+'.join(modalities)}, "
-             f"host {params.get('train.method', '?')}")
-    if len(complete) < len(targets):
-        title += f" ({len(targets) - len(complete)} target run(s) unfinished, left out)"
-    results = [_target_result(run) for run in complete]
-    label = sweep.data.tags.get("merdg.selection", results[0].selection.label)
-    return SweepReport(sweep.info.run_id, title, label, results)
+    cells = [run for run in children if "merdg.cell_id" in run.data.tags]
+    results = [result for result in (_load_cell(client, run) for run in cells) if result is not None]
+    if not results:
+        raise ReportError(f"sweep run {sweep.info.run_id} has no finished cell to report")
+    name = client.get_experiment(sweep.info.experiment_id).name
+    title = sweep.data.tags.get("merdg.title", f"MER-DG sweep {sweep.data.tags.get('merdg.sweep_id', '')}")
+    label = sweep.data.tags.get("merdg.selection", results[0].selection_label)
+    return SweepReport(sweep.info.run_id, name, title, label, results, unfinished=len(cells) - len(results))

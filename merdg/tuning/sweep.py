@@ -1,104 +1,255 @@
-"""The sweep over target domains: one Ray Tune search with Optuna per leave-one-domain-out split.
+"""One cell of a sweep: the search for a (protocol, target, modalities, host) and its seed retraining.
 
-For each target domain, Ray Tune runs ``num_trials`` trials whose MER settings (lambda, estimator,
-estimator parameters) Optuna's TPE sampler proposes; ASHA stops weak trials early on source
-validation accuracy. Each trial drives a Ray Train ``TorchTrainer`` (DDP workers). The selected
-configuration's target accuracies (on the target's train and test lists together, and on its
-test list alone) are reported with the name of the selection method.
+A cell runs up to four Ray Tune experiments, each named after the cell's identity so that an
+interrupted sweep restores them instead of starting over:
 
-MLflow layout: one run per sweep has the resolved config, data counts and the results table.
-Under it is one run per target domain, and under each of those one run per trial, written by
-Ray Tune's ``MLflowLoggerCallback`` (params, per-epoch metrics).
+1. ``search``: ``num_trials`` trials whose MER settings (lambda, estimator, estimator
+   parameters) Optuna's TPE sampler proposes; ASHA stops weak trials early on the selection
+   method's metric. Under ``lodo`` selection each trial trains one model per source domain on
+   the other sources and reports the mean held-out-source accuracy per epoch.
+2. ``baseline-lodo`` (``lodo`` only): the same folds for the host method without MER, to
+   select its epoch.
+3. ``mer-seeds`` and ``baseline-seeds``: the selected configuration, and the host method
+   without MER, retrained on all source domains with each seed of ``--tune.seeds``.
+
+Each trial drives a Ray Train ``TorchTrainer`` (DDP workers) and is an MLflow run nested under
+the cell's run, written by Ray Tune's ``MLflowLoggerCallback`` (params, per-epoch metrics).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import hashlib
 import logging
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
 import ray
 import ray.tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.utils import flatten_dict
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from merdg.config import ConfigError, JobConfig
-from merdg.selection import SELECTION_METHODS, TrialHistory, select
+from merdg.selection import SELECTION_METHODS, Selection, TrialHistory, select, select_seed_epoch
 from merdg.tracking import Tracker
 from merdg.training.trainer import WorkerResources, build_datasets, build_trainer
-from merdg.tuning.results import TargetResult
+from merdg.tuning.results import CellResult, SeedResult, TrialSummary, VariantResult
 from merdg.tuning.space import SearchSpace, mer_config_from_trial, suggest_mer_params
 
 logger = logging.getLogger(__name__)
 
-METRIC = "val_acc"
-"""The metric Optuna and ASHA maximise: accuracy on held-out source-domain data."""
+HISTORY_COLUMNS = ("epoch", "val_acc", "target_acc", "target_test_acc", "lodo_acc")
+"""The per-epoch metrics that model selection reads from each trial (those a trial reports)."""
 
-HISTORY_COLUMNS = ("epoch", "val_acc", "target_acc", "target_test_acc")
-"""The per-epoch metrics that model selection reads from each trial."""
+@dataclass(frozen=True)
+class Cell:
+    """One unit of a sweep: a protocol, a target domain with its sources, a modality set and a host method."""
+
+    protocol: str
+    target: str
+    sources: tuple[str, ...]
+    modalities: tuple[str, ...]
+    method: str
+
+    @property
+    def name(self) -> str:
+        return f"{'+'.join(self.sources)}->{self.target} {'+'.join(self.modalities)} {self.method} ({self.protocol})"
+
+    def identity(self, sweep_id: str) -> str:
+        """A short hash of the sweep's identity and the cell: names its Tune experiments and tags its run."""
+        return hashlib.sha256(f"{sweep_id}|{self.name}".encode()).hexdigest()[:12]
+
+    def job(self, base: JobConfig) -> JobConfig:
+        """The job config of this cell's runs: ``base`` with the cell's modalities and host method."""
+        job = copy.deepcopy(base)
+        job.data.modalities = list(self.modalities)
+        job.train.method = self.method
+        return job
 
 
 @dataclass(frozen=True)
-class TargetPlan:
-    """Inputs of one target domain's search besides the job config."""
+class CellPlan:
+    """Inputs of one cell's runs besides the job config."""
 
-    target: str
-    sources: tuple[str, ...]
+    cell: Cell
     cache_path: Path
     num_classes: int
     resources: WorkerResources
     concurrency: int
-    sweep_id: str
+    cell_id: str
 
 
-def run_trial(config: dict[str, Any], *, job: JobConfig, plan: TargetPlan,
+def leave_one_out(domains: Sequence[str], targets: Sequence[str] | None) -> list[tuple[str, tuple[str, ...]]]:
+    """Return (target, sources) pairs: each target domain against all the other domains."""
+    chosen = _check_targets(domains, targets)
+    return [(target, tuple(d for d in domains if d != target)) for target in chosen]
+
+
+def single_source(domains: Sequence[str], targets: Sequence[str] | None) -> list[tuple[str, tuple[str, ...]]]:
+    """Return (target, (source,)) pairs: each target domain against each other domain alone."""
+    chosen = _check_targets(domains, targets)
+    return [(target, (source,)) for target in chosen for source in domains if source != target]
+
+
+def _check_targets(domains: Sequence[str], targets: Sequence[str] | None) -> list[str]:
+    chosen = list(targets) if targets else list(domains)
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"invalid --tune.targets: {chosen} lists a domain twice")
+    unknown = [target for target in chosen if target not in domains]
+    if unknown:
+        raise ConfigError(f"invalid --tune.targets: {unknown} not among the dataset's domains {list(domains)}")
+    return chosen
+
+
+def plan_cells(job: JobConfig, domains: Sequence[str]) -> list[Cell]:
+    """Return every cell the job's config covers, grouped by protocol, modality set and host method."""
+    cells = []
+    for protocol in job.tune.protocols:
+        pairs = leave_one_out(domains, job.tune.targets) if protocol == "multi_source" else single_source(
+            domains, job.tune.targets)
+        if job.tune.selection == "lodo" and any(len(sources) < 2 for _, sources in pairs):
+            raise ConfigError("invalid --tune.selection lodo: it needs two or more source domains per target, "
+                              f"and {len(domains)} domains leave one; choose source_val")
+        for modalities in job.modality_sets:
+            for method in job.host_methods:
+                cells.extend(Cell(protocol, target, sources, tuple(modalities), method) for target, sources in pairs)
+    return cells
+
+
+def _with_seed(job: JobConfig, config: dict[str, Any]) -> JobConfig:
+    if "seed" not in config:
+        return job
+    job = copy.deepcopy(job)
+    job.train.seed = int(config["seed"])
+    return job
+
+
+def run_trial(config: dict[str, Any], *, job: JobConfig, plan: CellPlan,
               datasets: dict[str, ray.data.Dataset]) -> None:
-    """Train one sampled MER configuration (a Ray Tune function trainable).
+    """Train one configuration on all source domains (a Ray Tune function trainable).
 
-    The trial only drives a ``TorchTrainer`` over datasets materialized once per target; the
-    trainer's workers report each epoch to Tune through ``TuneReportCallback``.
+    The trial only drives a ``TorchTrainer`` over datasets materialized once per cell; the
+    trainer's workers report each epoch to Tune through ``TuneReportCallback``. A 'seed' in
+    ``config`` overrides ``--train.seed``.
     """
+    job = _with_seed(job, config)
     mer = mer_config_from_trial(config, base=job.mer)
     trial_id = ray.tune.get_context().get_trial_id()
-    trainer = build_trainer(
-        job,
-        mer,
-        datasets,
-        plan.num_classes,
-        plan.resources,
-        name=f"{plan.sweep_id}-{plan.target}-{trial_id}",
-        storage_path=job.output_dir / "train",
-        callbacks=[TuneReportCallback()],
-    )
+    trainer = build_trainer(job, mer, datasets, plan.num_classes, plan.resources,
+                            name=f"{plan.cell_id}-{trial_id}", storage_path=job.output_dir / "train",
+                            callbacks=[TuneReportCallback()])
     trainer.fit()
 
 
-class TrialProgress(ray.tune.Callback):
-    """Logs one line per finished trial: its sampled settings and best source validation accuracy."""
+def run_lodo_trial(config: dict[str, Any], *, job: JobConfig, plan: CellPlan,
+                   folds: dict[str, dict[str, ray.data.Dataset]]) -> None:
+    """Train one configuration once per held-out source domain, then report ``lodo_acc`` per epoch.
 
-    def __init__(self, target: str, num_trials: int):
-        self.target = target
+    Each fold trains on the other source domains and measures the held-out one (its train and
+    test lists) as its target. ``lodo_acc`` is the mean over folds; ``lodo_acc_<domain>`` each fold's.
+    """
+    job = _with_seed(job, config)
+    mer = mer_config_from_trial(config, base=job.mer)
+    trial_id = ray.tune.get_context().get_trial_id()
+    per_fold: dict[str, dict[int, float]] = {}
+    for held_out, datasets in folds.items():
+        trainer = build_trainer(job, mer, datasets, plan.num_classes, plan.resources,
+                                name=f"{plan.cell_id}-{trial_id}-lodo-{held_out}",
+                                storage_path=job.output_dir / "train")
+        frame = trainer.fit().metrics_dataframe
+        per_fold[held_out] = {int(row["epoch"]): float(row["target_acc"])
+                              for row in frame[["epoch", "target_acc"]].dropna().to_dict("records")}
+    epochs = sorted(set.intersection(*(set(values) for values in per_fold.values())))
+    for epoch in epochs:
+        metrics = {f"lodo_acc_{domain}": values[epoch] for domain, values in per_fold.items()}
+        metrics.update(epoch=epoch, lodo_acc=sum(v[epoch] for v in per_fold.values()) / len(per_fold))
+        ray.tune.report(metrics)
+
+
+class TrialRunLogger(MLflowLoggerCallback):
+    """Ray Tune's MLflow callback, made safe to resume and quicker to log.
+
+    - A trial that Tune runs again after a restore continues its earlier MLflow run (found by the
+      parent run and the trial name) instead of opening a second one.
+    - A trial that fails before it starts still gets a run, marked FAILED (the base class raises
+      a KeyError there).
+    - Each result is written in one ``log_batch`` call rather than one request per metric, and
+      values that are not finite numbers are left out.
+    """
+
+    def _client(self) -> MlflowClient:
+        if getattr(self, "_merdg_client", None) is None:
+            self._merdg_client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._merdg_client
+
+    def log_trial_start(self, trial) -> None:
+        if trial not in self._trial_runs:
+            parent = self.tags.get("mlflow.parentRunId")
+            client = self._client()
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            earlier = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.trial_name = '{trial}'",
+                max_results=1,
+            ) if parent and experiment else []
+            if earlier:
+                self._trial_runs[trial] = earlier[0].info.run_id
+                client.update_run(earlier[0].info.run_id, status="RUNNING")
+                client.set_tag(earlier[0].info.run_id, "merdg.resumed", "true")
+                return
+        super().log_trial_start(trial)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        if trial not in self._trial_runs:
+            self.log_trial_start(trial)
+        step = int(result.get("training_iteration") or 0)
+        timestamp = int(time.time() * 1000)
+        metrics = []
+        for key, value in flatten_dict(result).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            metrics.append(Metric(key, float(value), timestamp, step))
+        client = self._client()
+        for start in range(0, len(metrics), 500):
+            client.log_batch(self._trial_runs[trial], metrics=metrics[start:start + 500])
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        if trial not in self._trial_runs:
+            self.log_trial_start(trial)
+        super().log_trial_end(trial, failed=failed)
+
+
+class TrialProgress(ray.tune.Callback):
+    """Logs one line per finished trial: done and left, its settings, epochs and best metric."""
+
+    def __init__(self, label: str, num_trials: int, metric: str):
+        self.label = label
         self.num_trials = num_trials
+        self.metric = metric
         self.finished = 0
-        self.best_val: dict[str, float] = {}
+        self.best: dict[str, float] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.best_val[trial.trial_id] = max(self.best_val.get(trial.trial_id, 0.0), float(result.get(METRIC, 0.0)))
+        value = float(result.get(self.metric, 0.0))
+        self.best[trial.trial_id] = max(self.best.get(trial.trial_id, -math.inf), value)
 
     def _log(self, trial, outcome: str) -> None:
         self.finished += 1
         last = trial.last_result or {}
-        logger.info(
-            "target %s: trial %d/%d %s after %s epochs (%s); best source val acc %.2f%%",
-            self.target, self.finished, self.num_trials, outcome, last.get("epoch", 0),
-            trial.config, self.best_val.get(trial.trial_id, 0.0),
-        )
+        logger.info("%s: trial %d/%d %s after %s epochs (%s); best %s %.2f%%", self.label, self.finished,
+                    self.num_trials, outcome, last.get("epoch", 0), trial.config, self.metric,
+                    self.best.get(trial.trial_id, math.nan))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._log(trial, "finished")
@@ -116,116 +267,141 @@ def _histories(result_grid: ray.tune.ResultGrid) -> tuple[list[TrialHistory], li
             errors.append(str(result.error))
             logger.warning("trial %s failed: %s", result.metrics.get("trial_id", "?"), result.error)
         frame = result.metrics_dataframe
-        if frame is None or frame.empty or METRIC not in frame:
+        if frame is None or frame.empty or "epoch" not in frame:
             continue
-        epochs = frame[list(HISTORY_COLUMNS)].dropna().to_dict("records")
+        columns = [c for c in HISTORY_COLUMNS if c in frame]
+        # A trial restored from its checkpoint may report an epoch again; its latest report counts.
+        frame = frame[columns].dropna().drop_duplicates("epoch", keep="last").sort_values("epoch")
         trial_id = str(result.metrics.get("trial_id", len(histories)))
-        histories.append(TrialHistory(trial_id=trial_id, params=dict(result.config), epochs=epochs))
+        config = {key: value for key, value in dict(result.config).items()}
+        histories.append(TrialHistory(trial_id=trial_id, params=config, epochs=frame.to_dict("records")))
     return histories, errors
 
 
-def _mark_selected_trial(tracker: Tracker, parent_run_id: str, trial_id: str) -> None:
-    """Tag the MLflow run of the selected trial (Tune names the run after the trial)."""
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
-    )
-    for run in runs:
-        if run.data.tags.get("trial_name", "").endswith(trial_id):
-            tracker.set_tags(run.info.run_id, {"merdg.selected": "true"})
+class CellRunner:
+    """Runs the Tune experiments of one cell and turns their trials into a ``CellResult``."""
 
+    def __init__(self, job: JobConfig, plan: CellPlan, space: SearchSpace, tracker: Tracker, run_id: str):
+        self.job = job
+        self.plan = plan
+        self.space = space
+        self.tracker = tracker
+        self.run_id = run_id
+        self.rule = SELECTION_METHODS[job.tune.selection]
+        cell = plan.cell
+        self.datasets = build_datasets(plan.cache_path, cell.sources, cell.target, job)
+        self.folds: dict[str, dict[str, ray.data.Dataset]] = {}
+        if self.rule.name == "lodo":
+            for held_out in cell.sources:
+                rest = tuple(d for d in cell.sources if d != held_out)
+                self.folds[held_out] = build_datasets(plan.cache_path, rest, held_out, job)
 
-def _build_tuner(job: JobConfig, plan: TargetPlan, space: SearchSpace, tracker: Tracker, run_id: str) -> ray.tune.Tuner:
-    """Return the Tuner of one target: Optuna's TPE sampler, ASHA, and trial runs nested in MLflow."""
-    sampler = optuna.samplers.TPESampler(seed=job.tune.seed, n_startup_trials=max(1, job.tune.num_trials // 2))
-    # metric and mode go to the searcher and scheduler themselves: Tune's ConcurrencyLimiter, used
-    # with max_concurrent_trials, does not pass TuneConfig's metric on to OptunaSearch.
-    searcher = OptunaSearch(
-        space=functools.partial(suggest_mer_params, space=space), metric=METRIC, mode="max", sampler=sampler
-    )
-    scheduler = ASHAScheduler(
-        metric=METRIC,
-        mode="max",
-        time_attr="training_iteration",
-        max_t=job.train.epochs,
-        grace_period=min(job.tune.grace_period, job.train.epochs),
-        reduction_factor=job.tune.reduction_factor,
-    )
+    def _trainable(self, lodo: bool):
+        if lodo:
+            trainable = ray.tune.with_parameters(run_lodo_trial, job=self.job, plan=self.plan, folds=self.folds)
+        else:
+            trainable = ray.tune.with_parameters(run_trial, job=self.job, plan=self.plan, datasets=self.datasets)
+        return ray.tune.with_resources(trainable, {"CPU": self.plan.resources.trial_driver_cpus})
 
-    datasets = build_datasets(plan.cache_path, plan.sources, plan.target, job)
-    trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(run_trial, job=job, plan=plan, datasets=datasets),
-        {"CPU": plan.resources.trial_driver_cpus},
-    )
-    mlflow_callback = MLflowLoggerCallback(
-        tracking_uri=tracker.tracking_uri,
-        experiment_name=tracker.experiment,
-        tags={"mlflow.parentRunId": run_id, "merdg.target": plan.target},
-    )
-    return ray.tune.Tuner(
-        trainable,
-        tune_config=ray.tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=job.tune.num_trials,
-            max_concurrent_trials=plan.concurrency,
-        ),
-        run_config=ray.tune.RunConfig(
-            name=f"{plan.sweep_id}-{plan.target}",
-            storage_path=str((job.output_dir / "tune").resolve()),
-            callbacks=[mlflow_callback, TrialProgress(plan.target, job.tune.num_trials)],
-            verbose=0,
-        ),
-    )
+    def _fit(self, phase: str, *, lodo: bool, num_samples: int, param_space: dict | None = None,
+             searcher: Any = None, scheduler: Any = None) -> tuple[list[TrialHistory], list[str]]:
+        """Run (or restore and finish) one Tune experiment of the cell and return its trials' histories."""
+        name = f"{self.plan.cell_id}-{phase}"
+        path = (self.job.output_dir / "tune" / name).resolve()
+        trainable = self._trainable(lodo)
+        if self.job.tune.resume and ray.tune.Tuner.can_restore(str(path)):
+            logger.info("%s: %s restored from %s", self.plan.cell.name, phase, path)
+            tuner = ray.tune.Tuner.restore(str(path), trainable, resume_errored=True)
+        else:
+            mlflow_callback = TrialRunLogger(
+                tracking_uri=self.tracker.tracking_uri,
+                experiment_name=self.tracker.experiment,
+                tags={"mlflow.parentRunId": self.run_id, "merdg.target": self.plan.cell.target,
+                      "merdg.phase": phase},
+            )
+            tuner = ray.tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=ray.tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
+                                                max_concurrent_trials=self.plan.concurrency),
+                run_config=ray.tune.RunConfig(
+                    name=name, storage_path=str(path.parent),
+                    callbacks=[mlflow_callback,
+                               TrialProgress(f"{self.plan.cell.name} {phase}", self._count(param_space, num_samples),
+                                             self.rule.metric if phase.endswith(("search", "lodo")) else "val_acc")],
+                    verbose=0,
+                ),
+            )
+        return _histories(tuner.fit())
 
+    @staticmethod
+    def _count(param_space: dict | None, num_samples: int) -> int:
+        grid = (param_space or {}).get("seed")
+        return num_samples * (len(grid["grid_search"]) if isinstance(grid, dict) else 1)
 
-def tune_target(job: JobConfig, plan: TargetPlan, space: SearchSpace, tracker: Tracker, sweep_run_id: str) -> TargetResult:
-    """Search MER's settings for one target domain and return the selected configuration."""
-    selection_method = SELECTION_METHODS[job.tune.selection]
-    run_id = tracker.start_run(
-        f"target={plan.target}",
-        parent_run_id=sweep_run_id,
-        tags={"merdg.target": plan.target, "merdg.sources": ",".join(plan.sources),
-              "merdg.selection": selection_method.label},
-    )
-    tracker.log_params(run_id, {"target": plan.target, "sources": ",".join(plan.sources),
-                                "num_trials": job.tune.num_trials, "selection": selection_method.name})
-    status = "FAILED"
-    try:
-        tuner = _build_tuner(job, plan, space, tracker, run_id)
-        histories, errors = _histories(tuner.fit())
-        failed = len(errors)
+    def search(self) -> tuple[Selection, list[TrialHistory], int]:
+        """Search MER's settings; return the selected trial and epoch, every trial, and the failures."""
+        job = self.job
+        sampler = optuna.samplers.TPESampler(seed=job.tune.seed, n_startup_trials=max(1, job.tune.num_trials // 2))
+        # metric and mode go to the searcher and scheduler themselves: Tune's ConcurrencyLimiter, used
+        # with max_concurrent_trials, does not pass TuneConfig's metric on to OptunaSearch.
+        searcher = OptunaSearch(space=functools.partial(suggest_mer_params, space=self.space),
+                                metric=self.rule.metric, mode="max", sampler=sampler)
+        scheduler = ASHAScheduler(metric=self.rule.metric, mode="max", time_attr="training_iteration",
+                                  max_t=job.train.epochs, grace_period=min(job.tune.grace_period, job.train.epochs),
+                                  reduction_factor=job.tune.reduction_factor)
+        histories, errors = self._fit("search", lodo=self.rule.name == "lodo", num_samples=job.tune.num_trials,
+                                      searcher=searcher, scheduler=scheduler)
         if not histories:
             first_error = errors[0][-2000:] if errors else "no error was reported"
             raise RuntimeError(
-                f"every trial for target {plan.target!r} failed before reporting an epoch. "
+                f"every search trial of {self.plan.cell.name} failed before reporting an epoch. "
                 f"First trial error:\n{first_error}\nRay Tune logs: {job.output_dir / 'tune'}"
             )
-        selection = select(histories, job.tune.selection)
-        _mark_selected_trial(tracker, run_id, selection.trial_id)
-        tracker.log_metrics(run_id, {
-            "selected_val_acc": selection.val_acc,
-            "selected_target_acc": selection.target_acc,
-            "selected_target_test_acc": selection.target_test_acc,
-            "selected_epoch": selection.epoch,
-            "failed_trials": failed,
-        })
-        tracker.log_params(run_id, {"selected": selection.params})
-        status = "FINISHED"
-    finally:
-        tracker.end_run(run_id, status)
-    return TargetResult(
-        target=plan.target, sources=list(plan.sources), selection=selection,
-        num_trials=job.tune.num_trials, num_failed=failed, run_id=run_id,
-    )
+        return select(histories, self.rule.name), histories, len(errors)
 
+    def retrain(self, variant: str, params: dict[str, Any], selected_epoch: int | None) -> VariantResult:
+        """Train ``params`` with every seed on all source domains and read each at its selected epoch."""
+        seeds = list(self.job.tune.seeds)
+        histories, errors = self._fit(f"{variant}-seeds", lodo=False, num_samples=1,
+                                      param_space={**params, "seed": ray.tune.grid_search(seeds)})
+        if errors:
+            logger.warning("%s: %d of %d %s seed runs failed", self.plan.cell.name, len(errors), len(seeds), variant)
+        results = []
+        for history in sorted(histories, key=lambda h: int(h.params["seed"])):
+            chosen = select_seed_epoch(history, self.rule.name, selected_epoch or self.job.train.epochs)
+            results.append(SeedResult(seed=int(history.params["seed"]), epoch=chosen.epoch, val_acc=chosen.val_acc,
+                                      target_acc=chosen.target_acc, target_test_acc=chosen.target_test_acc))
+        if not results:
+            raise RuntimeError(f"every {variant} seed run of {self.plan.cell.name} failed: {errors[:1]}")
+        return VariantResult(params=params, seeds=results, selected_epoch=selected_epoch)
 
-def leave_one_out(domains: Sequence[str], targets: Sequence[str] | None) -> list[tuple[str, tuple[str, ...]]]:
-    """Return (target, sources) pairs: each target domain against all the other domains."""
-    chosen = list(targets) if targets else list(domains)
-    if len(set(chosen)) != len(chosen):
-        raise ConfigError(f"invalid --tune.targets: {chosen} lists a domain twice")
-    unknown = [target for target in chosen if target not in domains]
-    if unknown:
-        raise ConfigError(f"invalid --tune.targets: {unknown} not among the dataset's domains {list(domains)}")
-    return [(target, tuple(d for d in domains if d != target)) for target in chosen]
+    def baseline_epoch(self, params: dict[str, Any]) -> int | None:
+        """Under a fixed-epoch method (lodo), select the baseline's epoch by the same folds; else None."""
+        if not self.rule.fixed_epoch:
+            return None
+        histories, errors = self._fit("baseline-lodo", lodo=True, num_samples=1, param_space=params)
+        if not histories:
+            raise RuntimeError(f"the baseline's lodo run of {self.plan.cell.name} failed: {errors[:1]}")
+        return select(histories, self.rule.name).epoch
 
+    def run(self) -> CellResult:
+        selection, histories, failed = self.search()
+        trials = []
+        for history in histories:
+            best = select([history], self.rule.name)
+            trials.append(TrialSummary(trial_id=history.trial_id, params=history.params, epochs=len(history.epochs),
+                                       score=max(self.rule.score(e) for e in history.epochs),
+                                       target_acc=best.target_acc))
+        fixed = selection.epoch if self.rule.fixed_epoch else None
+        mer = self.retrain("mer", selection.params, fixed)
+        baseline = None
+        if self.job.tune.baseline:
+            params = {"lambda": 0.0, "estimator": self.job.mer.estimator}
+            baseline = self.retrain("baseline", params, self.baseline_epoch(params))
+        cell = self.plan.cell
+        return CellResult(
+            protocol=cell.protocol, target=cell.target, sources=list(cell.sources), modalities=list(cell.modalities),
+            method=cell.method, selection=self.rule.name, selection_label=self.rule.label, mer=mer, baseline=baseline,
+            trials=trials, num_failed=failed, run_id=self.run_id,
+        )

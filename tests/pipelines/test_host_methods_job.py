@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pipelines.test_tune_all_domains import TINY_TRAINING, check_mlflow, run_main_job
+from tests.pipelines.test_tune_all_domains import TINY_TRAINING, check_mlflow, run_main_job, sweep_experiment
 
 SIMMMDG_TERMS = ("train_ce", "train_contrast", "train_distance", "train_translation", "train_mer_total")
 
@@ -21,11 +21,11 @@ def test_main_job_trains_simmmdg(tmp_path):
         *TINY_TRAINING,
     ]
     process = run_main_job(args, tmp_path)
-    assert "host simmmdg" in process.stdout
+    assert "hosts simmmdg" in process.stdout
     assert "| retro |" in process.stdout
     client = check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2)
-    trials = [run for run in client.search_runs([client.get_experiment_by_name("merdg").experiment_id])
-              if "lambda" in run.data.params]
+    trials = [run for run in client.search_runs([sweep_experiment(client).experiment_id])
+              if run.data.tags.get("merdg.phase") == "search"]
     assert len(trials) == 2
     for trial in trials:
         metrics = trial.data.metrics

@@ -32,6 +32,8 @@ TINY_TRAINING = [
     "--model.projector_hidden", "32",
     "--model.projection_dim", "16",
     "--model.fusion_hidden", "32",
+    "--tune.seeds", "[0]",
+    "--tune.baseline", "false",
 ]
 
 
@@ -56,12 +58,20 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[:3000])
 
 
+def sweep_experiment(client: MlflowClient):
+    """The one sweep experiment ('merdg-<sweep id>') of a test's store."""
+    experiments = [e for e in client.search_experiments() if e.name.startswith("merdg-")]
+    assert len(experiments) == 1, [e.name for e in experiments]
+    return experiments[0]
+
+
 def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: int,
-                 skipped: int = 0) -> MlflowClient:
+                 skipped: int = 0, seeds: int = 1, baseline: bool = False) -> MlflowClient:
+    """Check the sweep, cell, search-trial and seed runs that one single-cell-per-target sweep leaves."""
     client = MlflowClient(default_tracking_uri(tmp_path / "runs"))
-    experiment = client.get_experiment_by_name("merdg")
-    assert experiment is not None
+    experiment = sweep_experiment(client)
     runs = client.search_runs([experiment.experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
     sweeps = [r for r in runs if r.info.run_name.startswith("sweep-")]
     assert len(sweeps) == 1
     sweep = sweeps[0]
@@ -72,17 +82,25 @@ def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: in
     assert [a.path for a in client.list_artifacts(sweep.info.run_id, "results")] == [
         "results/results.csv", "results/results.md"]
     assert {"mean_target_acc", "mean_target_test_acc"} <= set(sweep.data.metrics)
-    target_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
-    assert sorted(r.data.tags["merdg.target"] for r in target_runs) == sorted(targets)
-    for target_run in target_runs:
-        assert target_run.info.status == "FINISHED"
-        assert target_run.data.tags["merdg.selection"] == "source-domain validation"
-        assert 0.0 <= target_run.data.metrics["selected_target_acc"] <= 100.0
-        assert 0.0 <= target_run.data.metrics["selected_target_test_acc"] <= 100.0
-        trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == target_run.info.run_id]
-        assert len(trials) == num_trials
+    cell_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    assert sorted(r.data.tags["merdg.target"] for r in cell_runs) == sorted(targets)
+    for cell_run in cell_runs:
+        assert cell_run.info.status == "FINISHED"
+        assert cell_run.data.tags["merdg.selection"] == "source-domain validation"
+        assert 0.0 <= cell_run.data.metrics["mer_target_acc_mean"] <= 100.0
+        assert 0.0 <= cell_run.data.metrics["mer_target_test_acc_mean"] <= 100.0
+        assert ("delta_target_acc_mean" in cell_run.data.metrics) == baseline
+        artifacts = {a.path for a in client.list_artifacts(cell_run.info.run_id)}
+        assert "cell.json" in artifacts
+        assert [a.path for a in client.list_artifacts(cell_run.info.run_id, "plots")] == [
+            "plots/lambda_vs_accuracy.png"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == cell_run.info.run_id]
+        phases = sorted(r.data.tags["merdg.phase"] for r in children)
+        expected = ["search"] * num_trials + ["mer-seeds"] * seeds + (["baseline-seeds"] * seeds if baseline else [])
+        assert phases == sorted(expected)
+        trials = [r for r in children if r.data.tags["merdg.phase"] == "search"]
         assert sum(r.data.tags.get("merdg.selected") == "true" for r in trials) == 1
-        for trial in trials:
+        for trial in children:
             assert trial.info.status == "FINISHED"
             assert {"lambda", "estimator"} <= set(trial.data.params)
             history = client.get_metric_history(trial.info.run_id, "val_acc")
@@ -90,6 +108,8 @@ def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: in
             assert "target_acc" in trial.data.metrics
             assert "target_test_acc" in trial.data.metrics
             assert "train_ce" in trial.data.metrics
+        for seed_run in (r for r in children if r.data.tags["merdg.phase"].endswith("seeds")):
+            assert len(client.get_metric_history(seed_run.info.run_id, "val_acc")) == epochs
     return client
 
 
@@ -102,12 +122,13 @@ def test_main_job_on_generated_benchmark(tmp_path):
         "--tune.targets", "[retro]",
         *TINY_TRAINING,
     ]
-    process = run_main_job(args, tmp_path)
+    process = run_main_job([*args, "--tune.seeds", "[0,1]", "--tune.baseline", "true"], tmp_path)
     assert "model selection: source-domain validation" in process.stdout
-    assert "| target_acc | target_test_acc |" in process.stdout
-    assert "| retro |" in process.stdout
-    assert "| average |" in process.stdout
-    client = check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2)
+    assert "| base target_acc | MER target_acc | delta target_acc |" in process.stdout
+    row = next(line for line in process.stdout.splitlines() if line.startswith("| multi_source |"))
+    assert "| retro | studio+street | 2 |" in row
+    assert row.count(" ± ") == 8
+    client = check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2, seeds=2, baseline=True)
     check_report_matches_artifact(client, tmp_path)
 
 
@@ -119,7 +140,7 @@ def check_report_matches_artifact(client: MlflowClient, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert report.returncode == 0, report.stderr
-    experiment = client.get_experiment_by_name("merdg")
+    experiment = sweep_experiment(client)
     sweep = next(r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name.startswith("sweep-"))
     artifacts = str(tmp_path / "artifacts")
     stored = Path(client.download_artifacts(sweep.info.run_id, "results/results.md", artifacts))
@@ -145,7 +166,7 @@ def test_main_job_on_real_hac_tree(tmp_path, shared_data):
     damaged = sorted((root / "human" / "videos").glob("*.mp4"))[0]
     truncate(damaged)
     process = run_main_job([*real_tree_args(root, tmp_path), "--data.skip_bad_clips", "true"], tmp_path)
-    assert "| cartoon | human+animal |" in process.stdout
+    assert "| cartoon | human+animal | 1 |" in process.stdout
     check_mlflow(tmp_path, ["cartoon"], num_trials=2, epochs=2, skipped=1)
 
 
