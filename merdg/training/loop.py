@@ -19,6 +19,7 @@ epoch's accuracies.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -74,6 +75,16 @@ def accuracy_metrics(counts: dict[str, tuple[float, float]]) -> dict[str, float]
     }
 
 
+TARGET_CONFUSION = "target_confusion"
+"""Reported each epoch: the confusion matrix of the target's train and test lists together, as JSON text."""
+
+
+def confusion_text(values: list[float], num_classes: int) -> str:
+    """Format flat summed counts as a JSON matrix, rows the true classes and columns the predicted ones."""
+    rows = [[int(values[row * num_classes + column]) for column in range(num_classes)] for row in range(num_classes)]
+    return json.dumps(rows)
+
+
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
@@ -83,10 +94,12 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 @torch.no_grad()
 def _evaluate(model: MultimodalModel, split: str, rank: int, data: DataConfig, batch_size: int,
-              device: torch.device, collector: DiagnosticsCollector | None = None) -> tuple[float, float]:
+              device: torch.device, collector: DiagnosticsCollector | None = None,
+              confusion: torch.Tensor | None = None) -> tuple[float, float]:
     """Return (correct, count) of the worker's part of an evaluation set (one of ``EVAL_SETS``).
 
-    A ``collector`` also receives every batch, for the diagnostics of the last epoch.
+    A ``collector`` also receives every batch, for the diagnostics of the last epoch, and
+    ``confusion`` (true class by predicted class) is incremented in place when given.
     """
     shard = ray.train.get_dataset_shard(eval_dataset_name(split, rank))
     model.eval()
@@ -96,6 +109,9 @@ def _evaluate(model: MultimodalModel, split: str, rank: int, data: DataConfig, b
         inputs = prepare_inputs(batch, data.modalities, data, train=False)
         output = model(inputs)
         predictions = output.logits.argmax(dim=1)
+        if confusion is not None:
+            flat = batch["label"].long() * confusion.shape[1] + predictions.long()
+            confusion += torch.bincount(flat, minlength=confusion.numel()).view_as(confusion).to(confusion)
         correct += float((predictions == batch["label"]).sum())
         count += float(batch["label"].numel())
         if collector is not None:
@@ -301,11 +317,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             collector = DiagnosticsCollector(modalities, job.train.diagnostics_noise_std,
                                              seed=job.train.seed * 7919 + rank)
         evaluation = []
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
         for split in EVAL_SETS:
-            evaluation.extend(_evaluate(module, split, rank, job.data, batch_size, device, collector))
-        totals = _all_reduce_sum(evaluation, device)
+            target_confusion = confusion if split.startswith("target") else None
+            evaluation.extend(_evaluate(module, split, rank, job.data, batch_size, device, collector,
+                                        target_confusion))
+        totals = _all_reduce_sum(evaluation + confusion.flatten().tolist(), device)
         counts = {split: (totals[2 * index], totals[2 * index + 1]) for index, split in enumerate(EVAL_SETS)}
         metrics.update(accuracy_metrics(counts))
+        metrics[TARGET_CONFUSION] = confusion_text(totals[2 * len(EVAL_SETS):], num_classes)
         if collector is not None:
             metrics.update(gather_diagnostics(collector, module.head, num_classes, rank=rank, seed=job.train.seed))
         epoch_time_s = time.perf_counter() - started - metrics.get("diag_time_s", 0.0)

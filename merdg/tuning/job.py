@@ -25,7 +25,7 @@ from merdg.methods import HOST_METHODS, build_method
 from merdg.selection import SELECTION_METHODS
 from merdg.tracking import Tracker, default_tracking_uri
 from merdg.training.trainer import check_feasible, max_concurrent_trials, size_workers
-from merdg.tuning.plots import lambda_figure
+from merdg.tuning.plots import confusion_figure, lambda_figure, per_class_figure
 from merdg.tuning.results import CELL_RESULT_FILE, CellResult, mean_std, results_csv, results_markdown, summary_metrics
 from merdg.tuning.space import load_space
 from merdg.tuning.sweep import CellPlan, CellRunner, plan_cells
@@ -239,7 +239,8 @@ def _mark_selected_trial(tracker: Tracker, parent_run_id: str, trial_id: str) ->
             tracker.set_tags(run.info.run_id, {"merdg.selected": "true"})
 
 
-def run_cell(job: JobConfig, plan: CellPlan, space, tracker: Tracker, sweep_run_id: str) -> CellResult:
+def run_cell(job: JobConfig, plan: CellPlan, space, tracker: Tracker, sweep_run_id: str,
+             class_names: tuple[str, ...] = ()) -> CellResult:
     """Search, retrain and record one cell, or read its result back when it already finished."""
     run_id, stored = open_cell_run(job, tracker, plan, sweep_run_id)
     if stored is not None:
@@ -252,9 +253,12 @@ def run_cell(job: JobConfig, plan: CellPlan, space, tracker: Tracker, sweep_run_
         tracker.log_metrics(run_id, summary_metrics(result))
         tracker.log_params(run_id, {"selected": result.mer.params})
         _mark_selected_trial(tracker, run_id, max(result.trials, key=lambda t: t.score).trial_id)
-        figure = lambda_figure(result)
-        if figure is not None:
-            tracker.log_figure(run_id, figure, "plots/lambda_vs_accuracy.png")
+        figures = {"plots/lambda_vs_accuracy.png": lambda_figure(result),
+                   "plots/confusion.png": confusion_figure(result, class_names),
+                   "plots/per_class_accuracy.png": per_class_figure(result, class_names)}
+        for artifact_file, figure in figures.items():
+            if figure is not None:
+                tracker.log_figure(run_id, figure, artifact_file)
         tracker.log_dict(run_id, result.to_dict(), CELL_RESULT_FILE)
         status = "FINISHED"
     finally:
@@ -336,7 +340,7 @@ def run_job(job: JobConfig) -> JobResult:
             logger.info("cell %d/%d: %s; %d search trials, seeds %s%s", index, len(cells), cell.name,
                         job.tune.num_trials, job.tune.seeds, ", with a no-MER baseline" if job.tune.baseline else "")
             plan = CellPlan(cell, data.path, info.num_classes, resources, concurrency, cell.identity(sweep_id))
-            result = run_cell(job, plan, space, tracker, sweep_run_id)
+            result = run_cell(job, plan, space, tracker, sweep_run_id, info.class_names)
             summary = summary_metrics(result)
             logger.info("cell %d/%d done: %s; MER target %.2f%%, baseline %s (%s)", index, len(cells), cell.name,
                         summary.get("mer_target_acc_mean", math.nan),

@@ -4,6 +4,7 @@ no display or global figure registry is involved."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
@@ -37,5 +38,61 @@ def lambda_figure(cell: CellResult) -> Figure | None:
     axes[0][0].legend(fontsize=7)
     figure.suptitle(f"{'+'.join(cell.modalities)} {cell.method}, target {cell.target} "
                     f"(selection: {cell.selection_label})", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(cell: CellResult, class_names: Sequence[str]) -> Figure | None:
+    """Draw the target confusion matrices (summed over seeds) of the baseline and MER side by side.
+
+    Rows are true classes and columns predicted ones, normalised per row to percentages.
+    Returns None when no variant has a confusion matrix.
+    """
+    panels = [(name, variant.confusion()) for name, variant in (("no MER", cell.baseline), ("MER", cell.mer))
+              if variant is not None and variant.confusion() is not None]
+    if not panels:
+        return None
+    size = len(panels[0][1])
+    names = list(class_names) if len(class_names) == size else [str(i) for i in range(size)]
+    figure = Figure(figsize=(4.2 * len(panels), 4.0))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (name, matrix) in zip(axes, panels, strict=True):
+        shares = [[100.0 * value / max(sum(row), 1) for value in row] for row in matrix]
+        axis.imshow(shares, vmin=0.0, vmax=100.0, cmap="Blues")
+        for row in range(size):
+            for column in range(size):
+                axis.text(column, row, f"{shares[row][column]:.0f}", ha="center", va="center", fontsize=7,
+                          color="white" if shares[row][column] > 50 else "black")
+        axis.set_xticks(range(size), names, rotation=45, ha="right", fontsize=7)
+        axis.set_yticks(range(size), names, fontsize=7)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        axis.set_title(f"{name} (% of each true class)", fontsize=9)
+    figure.suptitle(f"target {cell.target}, {'+'.join(cell.modalities)} {cell.method}, summed over seeds "
+                    f"(selection: {cell.selection_label})", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def per_class_figure(cell: CellResult, class_names: Sequence[str]) -> Figure | None:
+    """Draw the per-class target accuracy (summed over seeds) of the baseline and MER as grouped bars."""
+    panels = [(name, variant.confusion()) for name, variant in (("no MER", cell.baseline), ("MER", cell.mer))
+              if variant is not None and variant.confusion() is not None]
+    if not panels:
+        return None
+    size = len(panels[0][1])
+    names = list(class_names) if len(class_names) == size else [str(i) for i in range(size)]
+    figure = Figure(figsize=(max(5.0, 0.8 * size + 2), 3.2))
+    axis = figure.subplots()
+    width = 0.8 / len(panels)
+    for index, (name, matrix) in enumerate(panels):
+        accuracy = [100.0 * matrix[row][row] / max(sum(matrix[row]), 1) for row in range(size)]
+        axis.bar([x + index * width for x in range(size)], accuracy, width, label=name)
+    axis.set_xticks([x + 0.4 - width / 2 for x in range(size)], names, rotation=30, ha="right", fontsize=7)
+    axis.set_ylabel("target accuracy (%)")
+    axis.set_ylim(0, 100)
+    axis.legend(fontsize=7)
+    axis.set_title(f"per-class accuracy on target {cell.target}, summed over seeds\n(selection: "
+                   f"{cell.selection_label})", fontsize=8)
     figure.tight_layout()
     return figure

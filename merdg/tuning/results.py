@@ -42,6 +42,8 @@ class SeedResult:
     val_acc: float
     target_acc: float
     target_test_acc: float
+    confusion: list[list[int]] | None = None
+    """Confusion matrix of the target's train and test lists at that epoch (rows true, columns predicted)."""
 
 
 @dataclass
@@ -55,6 +57,14 @@ class VariantResult:
 
     def values(self, name: str) -> list[float]:
         return [getattr(seed, name) for seed in self.seeds]
+
+    def confusion(self) -> list[list[int]] | None:
+        """The seeds' target confusion matrices summed, or None when a seed has none."""
+        matrices = [seed.confusion for seed in self.seeds]
+        if not matrices or any(m is None for m in matrices):
+            return None
+        size = len(matrices[0])
+        return [[sum(m[row][column] for m in matrices) for column in range(size)] for row in range(size)]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import json
 import logging
 import math
 import time
@@ -43,6 +44,7 @@ from ray.tune.search.optuna import OptunaSearch
 from merdg.config import ConfigError, JobConfig
 from merdg.selection import SELECTION_METHODS, Selection, TrialHistory, select, select_seed_epoch
 from merdg.tracking import Tracker
+from merdg.training.loop import TARGET_CONFUSION
 from merdg.training.trainer import WorkerResources, build_datasets, build_trainer
 from merdg.tuning.results import CellResult, SeedResult, TrialSummary, VariantResult
 from merdg.tuning.space import SearchSpace, mer_config_from_trial, suggest_mer_params
@@ -271,7 +273,8 @@ def _histories(result_grid: ray.tune.ResultGrid) -> tuple[list[TrialHistory], li
             continue
         columns = [c for c in HISTORY_COLUMNS if c in frame]
         # A trial restored from its checkpoint may report an epoch again; its latest report counts.
-        frame = frame[columns].dropna().drop_duplicates("epoch", keep="last").sort_values("epoch")
+        frame = frame[columns + [c for c in (TARGET_CONFUSION,) if c in frame]].dropna(subset=columns)
+        frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch")
         trial_id = str(result.metrics.get("trial_id", len(histories)))
         config = {key: value for key, value in dict(result.config).items()}
         histories.append(TrialHistory(trial_id=trial_id, params=config, epochs=frame.to_dict("records")))
@@ -370,8 +373,11 @@ class CellRunner:
         results = []
         for history in sorted(histories, key=lambda h: int(h.params["seed"])):
             chosen = select_seed_epoch(history, self.rule.name, selected_epoch or self.job.train.epochs)
+            at_epoch = next(e for e in history.epochs if int(e["epoch"]) == chosen.epoch)
+            confusion = json.loads(at_epoch[TARGET_CONFUSION]) if isinstance(at_epoch.get(TARGET_CONFUSION), str) else None
             results.append(SeedResult(seed=int(history.params["seed"]), epoch=chosen.epoch, val_acc=chosen.val_acc,
-                                      target_acc=chosen.target_acc, target_test_acc=chosen.target_test_acc))
+                                      target_acc=chosen.target_acc, target_test_acc=chosen.target_test_acc,
+                                      confusion=confusion))
         if not results:
             raise RuntimeError(f"every {variant} seed run of {self.plan.cell.name} failed: {errors[:1]}")
         return VariantResult(params=params, seeds=results, selected_epoch=selected_epoch)

@@ -93,7 +93,7 @@ def check_mlflow(tmp_path: Path, targets: list[str], num_trials: int, epochs: in
         artifacts = {a.path for a in client.list_artifacts(cell_run.info.run_id)}
         assert "cell.json" in artifacts
         assert [a.path for a in client.list_artifacts(cell_run.info.run_id, "plots")] == [
-            "plots/lambda_vs_accuracy.png"]
+            "plots/confusion.png", "plots/lambda_vs_accuracy.png", "plots/per_class_accuracy.png"]
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == cell_run.info.run_id]
         phases = sorted(r.data.tags["merdg.phase"] for r in children)
         expected = ["search"] * num_trials + ["mer-seeds"] * seeds + (["baseline-seeds"] * seeds if baseline else [])
