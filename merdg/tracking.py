@@ -127,7 +127,7 @@ class Tracker:
             turned into a file URI); ignored when the experiment exists.
         unlogged_path: the JSON lines file for writes that an HTTP tracking server does not take
             while it is down; default: ``UNLOGGED_FILE`` in the working directory. It is created
-            at the first such write, and ``num_unlogged`` counts the writes kept in it.
+            at the first such write, and ``num_unlogged`` counts the writes this tracker kept in it.
 
     Raises:
         TrackingError: the store cannot be reached or used when the tracker opens.
@@ -137,6 +137,8 @@ class Tracker:
     When the probe fails, or the write fails on a connection error, the write is appended to
     ``unlogged_path`` and the caller goes on. Other errors are raised, and so is every error of a
     local store (``sqlite:///``).
+    NOTE: the reads (``find_run``, ``fail_running_children``, ``load_json``) are not guarded, so
+    during an outage they wait for MLflow's retries and raise. ``reachable`` lets a caller check first.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: Path | None = None, *,
@@ -144,6 +146,9 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.unlogged_path = Path(unlogged_path if unlogged_path is not None else UNLOGGED_FILE).resolve()
         self.num_unlogged = 0
+        # Writers holding a copy of this tracker (a Tune callback restored from its experiment's
+        # state) append to the same file, so the final report counts the file's lines past this offset.
+        self._unlogged_offset = self.unlogged_path.stat().st_size if self.unlogged_path.exists() else 0
         self._remote = tracking_uri.startswith(("http://", "https://"))
         self._unreachable_since: str | None = None
         if not experiment:
@@ -165,15 +170,36 @@ class Tracker:
             ) from error
         self.experiment = experiment
 
+    def reachable(self) -> bool:
+        """Return whether the tracking store is reachable now.
+
+        An HTTP server must pass the /health probe. A local store counts as reachable.
+        """
+        if not self._remote:
+            return True
+        try:
+            check_reachable(self.tracking_uri, timeout_s=PROBE_TIMEOUT_S)
+        except TrackingError:
+            return False
+        return True
+
     def report_unlogged(self) -> int:
-        """Log a warning with the count and file of the writes the tracking server did not take; return the count."""
-        if self.num_unlogged:
+        """Log a warning with the count and file of the writes kept since the tracker opened; return the count.
+
+        The count includes writes kept by copies of this tracker, because they append to the same file.
+        """
+        count = 0
+        if self.unlogged_path.exists():
+            with self.unlogged_path.open("rb") as file:
+                file.seek(self._unlogged_offset)
+                count = sum(1 for line in file if line.strip())
+        if count:
             logger.warning(
                 "%d MLflow write(s) to %s (experiment %r) were not logged because the tracking server was "
                 "unreachable; they are in %s, one JSON object per line",
-                self.num_unlogged, self.tracking_uri, self.experiment, self.unlogged_path,
+                count, self.tracking_uri, self.experiment, self.unlogged_path,
             )
-        return self.num_unlogged
+        return count
 
     def _write(self, kind: str, run_id: str, data: Mapping[str, Any], call: Callable[[], _Result]) -> _Result | None:
         """Run one MLflow write and return its result, or keep the write in the unlogged file and return None.
@@ -306,7 +332,7 @@ class Tracker:
 
     def reopen_run(self, run_id: str) -> None:
         """Mark a run RUNNING again, to continue logging to it after an interruption."""
-        self.client.update_run(run_id, status="RUNNING")
+        self._write("reopen_run", run_id, {}, lambda: self.client.update_run(run_id, status="RUNNING"))
 
     def fail_running_children(self, parent_run_id: str) -> int:
         """Mark every RUNNING run nested (at any depth) under ``parent_run_id`` FAILED; return how many.
@@ -340,5 +366,9 @@ class Tracker:
         return any(item.path == artifact_file for item in self.client.list_artifacts(run_id, folder or None))
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
-        """Store a Matplotlib figure as an image artifact."""
-        self.client.log_figure(run_id, figure, artifact_file)
+        """Store a Matplotlib figure as an image artifact.
+
+        NOTE: while the tracking server is unreachable, only the artifact's name is kept, not the figure.
+        """
+        self._write("log_figure", run_id, {"artifact_file": artifact_file},
+                    lambda: self.client.log_figure(run_id, figure, artifact_file))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +82,16 @@ def test_server_killed_mid_run_keeps_writes(tmp_path, caplog):
             tracker.log_metrics(target, {"selected_val_acc": 70.0})
             tracker.end_run(target)
             tracker.end_run(sweep)
+            # A copy of the tracker, as in a Tune callback restored from its experiment, appends to the same file.
+            copy = pickle.loads(pickle.dumps(tracker))
+            copy.set_tags(sweep, {"merdg.copy": "true"})
             count = tracker.report_unlogged()
 
     assert target.startswith(UNLOGGED_RUN_PREFIX)
     records = read_unlogged(unlogged)
     assert [r["kind"] for r in records] == [
-        "log_metrics", "log_params", "set_tags", "log_text", "start_run", "log_metrics", "end_run", "end_run"]
+        "log_metrics", "log_params", "set_tags", "log_text", "start_run", "log_metrics", "end_run", "end_run",
+        "set_tags"]
     assert records[0]["run_id"] == sweep
     assert records[0]["data"]["step"] == 2
     assert records[0]["data"]["metrics"] == {"val_acc": 60.0}
@@ -95,8 +100,9 @@ def test_server_killed_mid_run_keeps_writes(tmp_path, caplog):
     assert records[4]["run_id"] == target
     assert records[4]["data"]["tags"]["mlflow.parentRunId"] == sweep
     assert records[7]["data"]["status"] == "FINISHED"
-    assert count == len(records) == tracker.num_unlogged
-    assert any(str(unlogged) in message and "8 MLflow write(s)" in message for message in caplog.messages)
+    assert tracker.num_unlogged == 8
+    assert count == len(records) == 9
+    assert any(str(unlogged) in message and "9 MLflow write(s)" in message for message in caplog.messages)
 
     # What the server took before it died is intact in its store.
     client = MlflowClient(f"sqlite:///{server.store}")

@@ -10,7 +10,7 @@ import pytest
 import ray.tune
 from mlflow.tracking import MlflowClient
 
-from merdg.tracking import UNLOGGED_FILE, Tracker
+from merdg.tracking import UNLOGGED_FILE, Tracker, default_tracking_uri
 from merdg.tuning.mlflow_callback import TrialMLflowCallback, numeric_metrics
 from tests.mlflow_server import mlflow_server
 
@@ -37,9 +37,58 @@ def report_epochs(config):
         ray.tune.report({"epoch": epoch, "val_acc": 10.0 * epoch * config["weight"]})
 
 
-def test_numeric_metrics_flatten_and_skip_text():
-    result = {"val_acc": 50, "trial_id": "abc", "config": {"weight": 3.0}, "done": False, "missing": None}
-    assert numeric_metrics(result) == {"val_acc": 50.0, "config/weight": 3.0, "done": 0.0}
+class StandInTrial:
+    """The parts of a Tune ``Trial`` that the callback reads: its name and config."""
+
+    def __init__(self, name: str, config: dict):
+        self.name = name
+        self.config = config
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def test_numeric_metrics_keep_finite_numbers():
+    result = {"val_acc": 50, "trial_id": "abc", "config": {"weight": 3.0}, "done": False, "missing": None,
+              "loss": float("nan"), "count": "12"}
+    assert numeric_metrics(result) == {"val_acc": 50.0, "config/weight": 3.0}
+
+
+def test_restored_trial_continues_its_run(tmp_path):
+    tracker = Tracker(default_tracking_uri(tmp_path), "trials")
+    parent = tracker.start_run("cell")
+    trial = StandInTrial("report_epochs_00000", {"weight": 1.0})
+    first = TrialMLflowCallback(tracker, tags={"mlflow.parentRunId": parent})
+    first.setup()
+    first.log_trial_start(trial)
+    first.log_trial_result(1, trial, {"training_iteration": 1, "val_acc": 10.0})
+
+    # Tuner.restore brings back a copy of the callback with no runs, and Tune starts the trial again.
+    restored = TrialMLflowCallback(tracker, tags={"mlflow.parentRunId": parent})
+    restored.setup()
+    restored.log_trial_start(trial)
+    restored.log_trial_result(2, trial, {"training_iteration": 2, "val_acc": 20.0})
+    restored.log_trial_end(trial)
+
+    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["merdg.resumed"] == "true"
+    assert run.info.status == "FINISHED"
+    history = tracker.client.get_metric_history(run.info.run_id, "val_acc")
+    assert [(m.step, m.value) for m in history] == [(1, 10.0), (2, 20.0)]
+
+
+def test_trial_failed_before_start_gets_run(tmp_path):
+    tracker = Tracker(default_tracking_uri(tmp_path), "trials")
+    callback = TrialMLflowCallback(tracker, tags={"merdg.target": "a"})
+    callback.setup()
+    callback.log_trial_end(StandInTrial("report_epochs_00001", {"weight": 2.0}), failed=True)
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert [run.info.run_name for run in runs] == ["report_epochs_00001"]
+    assert runs[0].info.status == "FAILED"
+    assert runs[0].data.tags["merdg.target"] == "a"
+    assert runs[0].data.params == {"weight": "2.0"}
 
 
 @pytest.mark.slow
