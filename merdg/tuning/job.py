@@ -23,7 +23,7 @@ from merdg.data.pipeline import DecodeCacheResult, build_decode_cache
 from merdg.entropy import ESTIMATORS, build_estimator
 from merdg.methods import HOST_METHODS, build_method
 from merdg.selection import SELECTION_METHODS
-from merdg.tracking import Tracker, default_tracking_uri
+from merdg.tracking import UNLOGGED_FILE, Tracker, default_tracking_uri
 from merdg.training.trainer import check_feasible, max_concurrent_trials, size_workers
 from merdg.tuning.plots import confusion_figure, lambda_figure, per_class_figure
 from merdg.tuning.results import CELL_RESULT_FILE, CellResult, mean_std, results_csv, results_markdown, summary_metrics
@@ -125,10 +125,12 @@ def experiment_name(job: JobConfig, sweep_id: str) -> str:
 def open_tracker(job: JobConfig, sweep_id: str) -> Tracker:
     """Open (and if needed create) the sweep's MLflow experiment; fails before any work if unreachable."""
     experiment = experiment_name(job, sweep_id)
+    unlogged = job.output_dir / UNLOGGED_FILE
     if job.tracking.tracking_uri:
         # A tracking server decides where artifacts go (for example its --artifacts-destination).
-        return Tracker(job.tracking.tracking_uri, experiment)
-    return Tracker(default_tracking_uri(job.output_dir), experiment, artifact_location=job.output_dir / "mlartifacts")
+        return Tracker(job.tracking.tracking_uri, experiment, unlogged_path=unlogged)
+    return Tracker(default_tracking_uri(job.output_dir), experiment, artifact_location=job.output_dir / "mlartifacts",
+                   unlogged_path=unlogged)
 
 
 def _log_data(tracker: Tracker, run_id: str, info: DatasetInfo, data: DecodeCacheResult) -> None:
@@ -359,6 +361,7 @@ def run_job(job: JobConfig) -> JobResult:
         status = "FINISHED"
     finally:
         tracker.end_run(sweep_run_id, status)
+        tracker.report_unlogged()
     return JobResult(results, selection_label, markdown, table_csv, sweep_id, sweep_run_id, tracker.tracking_uri, data,
                      tracker.experiment)
 

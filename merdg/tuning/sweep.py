@@ -13,7 +13,7 @@ interrupted sweep restores them instead of starting over:
    without MER, retrained on all source domains with each seed of ``--tune.seeds``.
 
 Each trial drives a Ray Train ``TorchTrainer`` (DDP workers) and is an MLflow run nested under
-the cell's run, written by Ray Tune's ``MLflowLoggerCallback`` (params, per-epoch metrics).
+the cell's run, written by ``TrialMLflowCallback`` (params, per-epoch metrics).
 """
 
 from __future__ import annotations
@@ -24,20 +24,15 @@ import hashlib
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 import ray
 import ray.tune
-from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.utils import flatten_dict
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -46,6 +41,7 @@ from merdg.selection import SELECTION_METHODS, Selection, TrialHistory, select, 
 from merdg.tracking import Tracker
 from merdg.training.loop import TARGET_CONFUSION
 from merdg.training.trainer import WorkerResources, build_datasets, build_trainer
+from merdg.tuning.mlflow_callback import TrialMLflowCallback
 from merdg.tuning.results import CellResult, SeedResult, TrialSummary, VariantResult
 from merdg.tuning.space import SearchSpace, mer_config_from_trial, suggest_mer_params
 
@@ -179,59 +175,6 @@ def run_lodo_trial(config: dict[str, Any], *, job: JobConfig, plan: CellPlan,
         ray.tune.report(metrics)
 
 
-class TrialRunLogger(MLflowLoggerCallback):
-    """Ray Tune's MLflow callback, made safe to resume and quicker to log.
-
-    - A trial that Tune runs again after a restore continues its earlier MLflow run (found by the
-      parent run and the trial name) instead of opening a second one.
-    - A trial that fails before it starts still gets a run, marked FAILED (the base class raises
-      a KeyError there).
-    - Each result is written in one ``log_batch`` call rather than one request per metric, and
-      values that are not finite numbers are left out.
-    """
-
-    def _client(self) -> MlflowClient:
-        if getattr(self, "_merdg_client", None) is None:
-            self._merdg_client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._merdg_client
-
-    def log_trial_start(self, trial) -> None:
-        if trial not in self._trial_runs:
-            parent = self.tags.get("mlflow.parentRunId")
-            client = self._client()
-            experiment = client.get_experiment_by_name(self.experiment_name)
-            earlier = client.search_runs(
-                [experiment.experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.trial_name = '{trial}'",
-                max_results=1,
-            ) if parent and experiment else []
-            if earlier:
-                self._trial_runs[trial] = earlier[0].info.run_id
-                client.update_run(earlier[0].info.run_id, status="RUNNING")
-                client.set_tag(earlier[0].info.run_id, "merdg.resumed", "true")
-                return
-        super().log_trial_start(trial)
-
-    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        if trial not in self._trial_runs:
-            self.log_trial_start(trial)
-        step = int(result.get("training_iteration") or 0)
-        timestamp = int(time.time() * 1000)
-        metrics = []
-        for key, value in flatten_dict(result).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                continue
-            metrics.append(Metric(key, float(value), timestamp, step))
-        client = self._client()
-        for start in range(0, len(metrics), 500):
-            client.log_batch(self._trial_runs[trial], metrics=metrics[start:start + 500])
-
-    def log_trial_end(self, trial, failed: bool = False) -> None:
-        if trial not in self._trial_runs:
-            self.log_trial_start(trial)
-        super().log_trial_end(trial, failed=failed)
-
-
 class TrialProgress(ray.tune.Callback):
     """Logs one line per finished trial: done and left, its settings, epochs and best metric."""
 
@@ -316,11 +259,9 @@ class CellRunner:
             logger.info("%s: %s restored from %s", self.plan.cell.name, phase, path)
             tuner = ray.tune.Tuner.restore(str(path), trainable, resume_errored=True)
         else:
-            mlflow_callback = TrialRunLogger(
-                tracking_uri=self.tracker.tracking_uri,
-                experiment_name=self.tracker.experiment,
-                tags={"mlflow.parentRunId": self.run_id, "merdg.target": self.plan.cell.target,
-                      "merdg.phase": phase},
+            mlflow_callback = TrialMLflowCallback(
+                self.tracker,
+                tags={"mlflow.parentRunId": self.run_id, "merdg.target": self.plan.cell.target, "merdg.phase": phase},
             )
             tuner = ray.tune.Tuner(
                 trainable,
