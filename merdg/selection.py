@@ -121,8 +121,8 @@ def select(histories: Sequence[TrialHistory], method: str = "source_val") -> Sel
 def select_seed_epoch(history: TrialHistory, method: str, selected_epoch: int) -> Selection:
     """Return the epoch of one seed's retraining that ``method`` reports.
 
-    Methods with ``fixed_epoch`` read the retraining at ``selected_epoch`` (the search's choice,
-    or the last epoch the retraining reached if it is shorter); the others select again among
+    Methods with ``fixed_epoch`` read the retraining at ``selected_epoch``, the search's choice
+    (or at the retraining's last epoch when it is shorter). The other methods select again among
     the seed's epochs with their own rule.
     """
     rule = SELECTION_METHODS[method]

@@ -118,7 +118,7 @@ def quiet_ray_data() -> None:
 
 
 def experiment_name(job: JobConfig, sweep_id: str) -> str:
-    """The MLflow experiment of one sweep: ``--tracking.experiment`` followed by the sweep's id."""
+    """Return the MLflow experiment name of one sweep: ``--tracking.experiment`` followed by the sweep's id."""
     return f"{job.tracking.experiment}-{sweep_id}"
 
 
@@ -204,8 +204,8 @@ def check_splits(info: DatasetInfo, plans: list[tuple[str, tuple[str, ...]]]) ->
 def open_cell_run(job: JobConfig, tracker: Tracker, plan: CellPlan, sweep_run_id: str) -> tuple[str, CellResult | None]:
     """Return the MLflow run of a cell, and its stored result when an earlier run of the sweep finished it.
 
-    A cell run left unfinished by an interruption is reopened; the runs under it that were still
-    RUNNING are marked FAILED (tagged ``merdg.interrupted``) before its trials resume.
+    A cell run left unfinished by an interruption is reopened. Before its trials resume, the runs
+    under it that were still RUNNING are marked FAILED (tagged ``merdg.interrupted``).
     """
     cell = plan.cell
     existing = tracker.find_run({"merdg.cell_id": plan.cell_id}) if job.tune.resume else None

@@ -2,7 +2,7 @@
 
 Each sweep has its own MLflow experiment (``<--tracking.experiment>-<sweep id>``) with one sweep
 run (named ``sweep-<id>``, tagged ``merdg.sweep_id``). Nested under it is one run per cell,
-tagged ``merdg.cell_id``, whose artifact ``cell.json`` holds the cell's ``CellResult``: the
+tagged ``merdg.cell_id``, whose artifact ``cell.json`` contains the cell's ``CellResult``: the
 selected MER configuration and every seed's accuracies for MER and the baseline. This module
 reads those back, so the tables come out as the job printed them.
 """

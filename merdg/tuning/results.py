@@ -59,7 +59,7 @@ class VariantResult:
         return [getattr(seed, name) for seed in self.seeds]
 
     def confusion(self) -> list[list[int]] | None:
-        """The seeds' target confusion matrices summed, or None when a seed has none."""
+        """Return the sum of the seeds' target confusion matrices, or None when a seed has none."""
         matrices = [seed.confusion for seed in self.seeds]
         if not matrices or any(m is None for m in matrices):
             return None
@@ -152,7 +152,7 @@ COLUMNS = ("protocol", "modalities", "host", "target", "sources", "seeds",
 
 
 def _row(label: str, cells: Sequence[CellResult]) -> dict[str, str]:
-    """One table row: a single cell, or the average over target domains of cells that share the rest."""
+    """Return one table row: a single cell, or the average over target domains of cells that share the rest."""
     first = cells[0]
 
     def gather(variant: str, name: str) -> list[float]:

@@ -65,7 +65,7 @@ class Cell:
         return f"{'+'.join(self.sources)}->{self.target} {'+'.join(self.modalities)} {self.method} ({self.protocol})"
 
     def identity(self, sweep_id: str) -> str:
-        """A short hash of the sweep's identity and the cell: names its Tune experiments and tags its run."""
+        """Return a short hash of the sweep's identity and the cell, which names its Tune experiments and tags its run."""
         return hashlib.sha256(f"{sweep_id}|{self.name}".encode()).hexdigest()[:12]
 
     def job(self, base: JobConfig) -> JobConfig:
@@ -320,7 +320,8 @@ class CellRunner:
                                       target_acc=chosen.target_acc, target_test_acc=chosen.target_test_acc,
                                       confusion=confusion))
         if not results:
-            raise RuntimeError(f"every {variant} seed run of {self.plan.cell.name} failed: {errors[:1]}")
+            raise RuntimeError(f"every {variant} seed run of {self.plan.cell.name} failed. First error: {errors[:1]}. "
+                               f"Ray Tune logs: {self.job.output_dir / 'tune'}")
         return VariantResult(params=params, seeds=results, selected_epoch=selected_epoch)
 
     def baseline_epoch(self, params: dict[str, Any]) -> int | None:
@@ -329,7 +330,8 @@ class CellRunner:
             return None
         histories, errors = self._fit("baseline-lodo", lodo=True, num_samples=1, param_space=params)
         if not histories:
-            raise RuntimeError(f"the baseline's lodo run of {self.plan.cell.name} failed: {errors[:1]}")
+            raise RuntimeError(f"the baseline's lodo run of {self.plan.cell.name} failed. First error: {errors[:1]}. "
+                               f"Ray Tune logs: {self.job.output_dir / 'tune'}")
         return select(histories, self.rule.name).epoch
 
     def run(self) -> CellResult:
