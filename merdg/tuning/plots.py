@@ -20,7 +20,7 @@ def lambda_figure(cell: CellResult) -> Figure | None:
     estimators = sorted({str(trial.params.get("estimator", "")) for trial in cell.trials})
     if not estimators:
         return None
-    figure = Figure(figsize=(4 * len(estimators), 3.2))
+    figure = Figure(figsize=(max(5.5, 4 * len(estimators)), 3.6))
     axes = figure.subplots(1, len(estimators), squeeze=False, sharey=True)
     base, _ = mean_std(cell.baseline.values("target_acc")) if cell.baseline else (math.nan, 0.0)
     for axis, estimator in zip(axes[0], estimators, strict=True):
@@ -36,7 +36,7 @@ def lambda_figure(cell: CellResult) -> Figure | None:
         axis.set_xlabel("lambda")
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][0].legend(fontsize=7)
-    figure.suptitle(f"{'+'.join(cell.modalities)} {cell.method}, target {cell.target} "
+    figure.suptitle(f"{'+'.join(cell.modalities)} {cell.method}, target {cell.target}\n"
                     f"(selection: {cell.selection_label})", fontsize=9)
     figure.tight_layout()
     return figure
@@ -68,7 +68,7 @@ def confusion_figure(cell: CellResult, class_names: Sequence[str]) -> Figure | N
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
         axis.set_title(f"{name} (% of each true class)", fontsize=9)
-    figure.suptitle(f"target {cell.target}, {'+'.join(cell.modalities)} {cell.method}, summed over seeds "
+    figure.suptitle(f"target {cell.target}, {'+'.join(cell.modalities)} {cell.method}, summed over seeds\n"
                     f"(selection: {cell.selection_label})", fontsize=9)
     figure.tight_layout()
     return figure
