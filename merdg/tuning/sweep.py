@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,18 +177,29 @@ def run_lodo_trial(config: dict[str, Any], *, job: JobConfig, plan: CellPlan,
 
 
 class TrialProgress(ray.tune.Callback):
-    """Logs one line per finished trial: done and left, its settings, epochs and best metric."""
+    """Logs progress without flooding the console: one line per finished trial (done and left, its
+    settings, epochs and best metric), and between those at most one epoch line every
+    ``interval_s`` seconds."""
 
-    def __init__(self, label: str, num_trials: int, metric: str):
+    def __init__(self, label: str, num_trials: int, metric: str, epochs: int = 0, interval_s: float = 60.0):
         self.label = label
         self.num_trials = num_trials
         self.metric = metric
+        self.epochs = epochs
+        self.interval_s = interval_s
         self.finished = 0
         self.best: dict[str, float] = {}
+        self._last_line = time.monotonic()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = float(result.get(self.metric, 0.0))
         self.best[trial.trial_id] = max(self.best.get(trial.trial_id, -math.inf), value)
+        now = time.monotonic()
+        if now - self._last_line >= self.interval_s:
+            self._last_line = now
+            logger.info("%s: trial %s at epoch %s/%s, %s %.2f%%; %d of %d trials finished", self.label,
+                        trial.trial_id, result.get("epoch", "?"), self.epochs or "?", self.metric, value,
+                        self.finished, self.num_trials)
 
     def _log(self, trial, outcome: str) -> None:
         self.finished += 1
@@ -272,7 +284,8 @@ class CellRunner:
                     name=name, storage_path=str(path.parent),
                     callbacks=[mlflow_callback,
                                TrialProgress(f"{self.plan.cell.name} {phase}", self._count(param_space, num_samples),
-                                             self.rule.metric if phase.endswith(("search", "lodo")) else "val_acc")],
+                                             self.rule.metric if phase.endswith(("search", "lodo")) else "val_acc",
+                                             epochs=self.job.train.epochs)],
                     verbose=0,
                 ),
             )
