@@ -37,7 +37,9 @@ def test_shipped_space_builds_every_estimator(path):
         mer = mer_config_from_trial(config)
         estimator = build_estimator(mer.estimator, **mer.estimator_params)
         assert estimator.name == mer.estimator
-        if space.weight.kind != "constant":
+        if space.weight.kind in ("categorical", "constant"):
+            assert mer.weight in space.weight.candidates()
+        else:
             assert space.weight.low <= mer.weight <= space.weight.high
         assert set(mer.estimator_params) == set(space.estimators[mer.estimator])
         seen.add(mer.estimator)
