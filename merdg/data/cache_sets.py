@@ -95,7 +95,7 @@ def read_decoded(
     ``path`` is ``DecodeCacheResult.path``. Each row has the columns ``clip_id``, ``domain``,
     ``split``, ``label`` and one array per modality in ``modalities`` (default: every modality
     of the set). Ray Data tasks read and join the per-modality Parquet parts; this call reads
-    only the set's marker.
+    only the set's marker. Rows come in clip id order on every run.
 
     Raises:
         DatasetError: ``path`` contains no complete set, or a modality is not in the set. When a
@@ -134,7 +134,7 @@ def read_decoded(
     # Each task starts a Ray Data worker call, which costs more than joining one small part, so
     # a task joins several parts in turn (one output block each).
     num_tasks = min(len(items), READ_TASKS_PER_CPU * _cluster_cpus())
-    return ray.data.from_items(items, override_num_blocks=num_tasks).map_batches(
+    dataset = ray.data.from_items(items, override_num_blocks=num_tasks).map_batches(
         join_parts,
         batch_size=1,
         batch_format="pyarrow",
@@ -142,6 +142,11 @@ def read_decoded(
         num_cpus=READ_TASK_CPUS,
         max_retries=TASK_MAX_RETRIES,
     )
+    # Blocks come out in read plan order, not in the order the tasks finish, so that a seeded
+    # random_shuffle or split of the rows gives the same rows on every run. This context is the
+    # dataset's own copy, shared only by the datasets derived from it.
+    dataset.context.execution_options.preserve_order = True
+    return dataset
 
 
 def _cluster_cpus() -> int:
