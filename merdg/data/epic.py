@@ -184,7 +184,8 @@ def read_epic(
 
     Raises:
         DatasetError: a split pickle is missing, unsafe or invalid (a column missing, a label
-            outside 0-7, a bad timestamp or frame span), or ``layout`` is unknown.
+            outside 0-7, a bad timestamp or frame span, a duplicate uid), the split pickles of a
+            domain list no segment at all, or ``layout`` is unknown.
     """
     if layout not in EPIC_LAYOUTS:
         raise DatasetError(f"invalid --data.epic_layout {layout!r}; choose from {list(EPIC_LAYOUTS)}")
@@ -194,6 +195,7 @@ def read_epic(
 
     clips: list[Clip] = []
     for domain in domains:
+        num_before = len(clips)
         for split in splits:
             path = split_folder / SPLIT_FILE_PATTERN.format(domain=domain, split=split)
             frame = load_split_pickle(path)
@@ -213,6 +215,12 @@ def read_epic(
                                      f"{first_rows[clip.clip_id]}); each segment needs its own uid")
                 first_rows[clip.clip_id] = position
                 clips.append(clip)
+        if len(clips) == num_before:
+            split_files = [str(split_folder / SPLIT_FILE_PATTERN.format(domain=domain, split=split)) for split in splits]
+            raise DatasetError(
+                f"domain {domain!r} has no clips: its split files {', '.join(split_files)} list no segments; "
+                "fill them, or leave the domain out with --data.domains"
+            )
     return clips
 
 

@@ -94,13 +94,16 @@ def read_hac(
     absolute and are not checked here: a missing file is reported when the clip is decoded.
 
     Raises:
-        DatasetError: a domain folder or a split file is missing, or a split file is invalid.
+        DatasetError: a domain folder or a split file is missing, a split file is invalid, one
+            split file lists a file stem twice (two rows would share a clip id), or the split
+            files of a domain list no clip at all.
     """
     root = Path(root).resolve()
     split_folder = Path(splits_dir).resolve() if splits_dir is not None else root
     domains = tuple(domains) if domains is not None else HAC_DOMAINS
 
     clips: list[Clip] = []
+    first_rows: dict[str, int] = {}
     for domain in domains:
         domain_dir = root / domain
         if not domain_dir.is_dir():
@@ -108,10 +111,23 @@ def read_hac(
                 f"domain folder not found: {domain_dir}; --data.root must contain one folder per domain "
                 f"({', '.join(domains)}), each with videos/, flow/ and audio/"
             )
-        for split in splits:
-            csv_path = split_folder / split_pattern.format(split=split, domain=domain)
+        split_files = [split_folder / split_pattern.format(split=split, domain=domain) for split in splits]
+        num_before = len(clips)
+        for split, csv_path in zip(splits, split_files):
             for file_name, label, row in read_split_csv(csv_path, num_classes):
-                clips.append(_make_clip(domain_dir, domain, split, file_name, label, csv_path, row))
+                clip = _make_clip(domain_dir, domain, split, file_name, label, csv_path, row)
+                if clip.clip_id in first_rows:
+                    raise DatasetError(
+                        f"{csv_path}, row {row}: duplicate clip {file_name!r}: the file stem {Path(file_name).stem!r} "
+                        f"is already listed at row {first_rows[clip.clip_id]}; list each clip once per split file"
+                    )
+                first_rows[clip.clip_id] = row
+                clips.append(clip)
+        if len(clips) == num_before:
+            raise DatasetError(
+                f"domain {domain!r} has no clips: its split files {', '.join(map(str, split_files))} list no rows; "
+                "fill them, or leave the domain out with --data.domains"
+            )
         logger.debug("HAC domain %s: %d clips so far", domain, len(clips))
     return clips
 
