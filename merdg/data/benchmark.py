@@ -145,7 +145,7 @@ from av.video.reformatter import ColorRange
 from scipy import ndimage
 
 from merdg.config import BenchmarkConfig
-from merdg.data.clips import DatasetError
+from merdg.data.clips import CacheWriteError, DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -849,8 +849,14 @@ def ensure_benchmark(cfg: BenchmarkConfig, cache_dir: Path, root: Path | None = 
     temporary sibling folder and renames it onto ``root``, so a reader never sees a partial
     benchmark. When several processes generate the same root at once, the first rename wins and
     the others discard their copies. ``workers`` sets the thread count (default:
-    ``default_workers()``). Raises DatasetError when ``root`` contains anything else.
+    ``default_workers()``).
+
+    Raises:
+        DatasetError: ``root`` contains anything else.
+        CacheWriteError: the benchmark cannot be written into the parent folder of ``root`` (no
+            permission, a read-only file system, a full disk). The partial copy is deleted.
     """
+    flag = "--data.cache_dir" if root is None else "--data.root"
     root = Path(root) if root is not None else Path(cache_dir) / f"benchmark-{config_hash(cfg)}"
     info = BenchmarkInfo(root=root, domains=DOMAINS, class_names=class_names(cfg.num_classes),
                          num_classes=cfg.num_classes)
@@ -863,14 +869,19 @@ def ensure_benchmark(cfg: BenchmarkConfig, cache_dir: Path, root: Path | None = 
                        "for a mapping per domain", cfg.num_classes, DOMAINS[0], DOMAINS[cfg.num_classes],
                        len(DOMAIN_STYLES))
 
-    root.parent.mkdir(parents=True, exist_ok=True)
     partial = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     try:
+        root.parent.mkdir(parents=True, exist_ok=True)
         partial.mkdir()
         generate_benchmark(cfg, partial, workers)
         (partial / MARKER_NAME).write_text(json.dumps(marker_content(cfg), indent=2, sort_keys=True) + "\n")
         _publish(partial, root, cfg)
+    except OSError as exc:
+        # PyAV's errors of a failed write (av.error.OSError) are OSErrors too.
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise CacheWriteError(str(root.parent), f"writing the benchmark failed: {exc.strerror or exc}{where}",
+                              flag=flag) from exc
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     logger.info("benchmark ready at %s (%.1f s)", root, time.perf_counter() - started)

@@ -18,6 +18,26 @@ class DatasetError(ValueError):
     """Invalid dataset input (a split file, a label, a missing folder); the message names the file."""
 
 
+class CacheWriteError(DatasetError):
+    """A cache folder that cannot be written (no permission, a read-only file system, a full disk).
+
+    ``folder`` is the folder that failed and ``reason`` the operating system's message.
+    """
+
+    def __init__(self, folder: str, reason: str, flag: str = "--data.cache_dir"):
+        super().__init__(
+            f"cannot write to the cache folder {folder}: {reason}; free space there, make it writable, "
+            f"or set {flag} to a writable folder with free space"
+        )
+        self.folder = folder
+        self.reason = reason
+        self.flag = flag
+
+    def __reduce__(self):
+        # Rebuilt from its fields, so that it survives pickling (between Ray processes, say).
+        return type(self), (self.folder, self.reason, self.flag)
+
+
 class ClipDecodeError(RuntimeError):
     """A clip that cannot be decoded: ``path`` is the file that failed and ``reason`` the cause."""
 

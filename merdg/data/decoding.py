@@ -627,6 +627,8 @@ def load_audio_samples(
     try:
         if not container.streams.audio:
             raise ClipDecodeError(path, "no audio stream")
+        if container.format.name == "wav":
+            _check_wav_complete(path)
         stream = container.streams.audio[0]
         if start is not None:
             _seek(container, stream, start - _AUDIO_SEEK_MARGIN_S)
@@ -642,6 +644,44 @@ def load_audio_samples(
     if samples.size == 0:
         raise ClipDecodeError(path, f"zero decodable audio samples in the span [{start}, {end}) s")
     return samples
+
+
+def _check_wav_complete(path: str) -> None:
+    """Raise when a RIFF WAVE file contains fewer sample bytes than its ``data`` chunk declares.
+
+    FFmpeg's wav demuxer shortens the duration of a cut file to the bytes present, so the
+    duration check of ``_check_not_truncated`` cannot see the cut, but the chunk header can.
+    A data size of 0 or 0xFFFFFFFF, which streaming writers leave when the size is unknown, is
+    not checked.
+    """
+    file_size = os.path.getsize(path)
+    byte_rate = 0
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        offset = 12
+        while True:
+            handle.seek(offset)
+            # The chunk header (id, size), then for "fmt " the format, channels, rate and byte rate.
+            chunk = handle.read(20)
+            if len(chunk) < 8:
+                return
+            chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:8], "little")
+            if chunk_id == b"fmt " and len(chunk) >= 20:
+                byte_rate = int.from_bytes(chunk[16:20], "little")
+            if chunk_id == b"data":
+                break
+            offset += 8 + chunk_size + (chunk_size & 1)
+    present = file_size - (offset + 8)
+    if chunk_size in (0, 0xFFFFFFFF) or present >= chunk_size:
+        return
+    declared_seconds = f" ({chunk_size / byte_rate:.2f} s)" if byte_rate else ""
+    present_seconds = f" ({present / byte_rate:.2f} s)" if byte_rate else ""
+    raise ClipDecodeError(
+        path, f"truncated file: the wav data chunk declares {chunk_size} bytes{declared_seconds} but the file "
+        f"contains {present}{present_seconds}"
+    )
 
 
 def _resample_stream(
@@ -687,7 +727,11 @@ def _resample_stream(
     if not reached_end and last_time is not None:
         _check_not_truncated(path, container, stream, start, end, last_time)
     if not chunks:
-        raise ClipDecodeError(path, "zero decodable audio samples in the file")
+        if start is None and end is None:
+            raise ClipDecodeError(path, "zero decodable audio samples in the file")
+        declared = _declared_end(container, stream)
+        lasts = f" (the audio stream lasts {declared:.2f} s)" if declared is not None else ""
+        raise ClipDecodeError(path, f"zero decodable audio samples in the span [{start}, {end}) s{lasts}")
     return np.concatenate(chunks).astype(np.float32, copy=False), offset or 0
 
 
@@ -715,8 +759,8 @@ def log_spectrogram(samples: np.ndarray, cfg: AudioDecodeConfig, path: str = "")
     defaults, ``log(S + 1e-7)`` and ``(x - mean) / (std + 1e-9)``. Computed in float64.
 
     Raises:
-        ClipDecodeError: the samples are all zero (a silent track has no spectrum to z-score), or
-            some are NaN or infinite (a damaged float wav).
+        ClipDecodeError: the samples are all zero or all equal after clipping (a silent track
+            has no spectrum to z-score), or some are NaN or infinite (a damaged float wav).
 
     Returns:
         float32 array of shape ``cfg.spectrogram_shape``.
@@ -733,6 +777,13 @@ def log_spectrogram(samples: np.ndarray, cfg: AudioDecodeConfig, path: str = "")
     repeats = math.ceil(cfg.num_samples / samples.size)
     samples = np.tile(samples, repeats)[: cfg.num_samples]
     samples = np.clip(samples, -1.0, 1.0)
+    if np.ptp(samples) == 0:
+        # The spectrogram removes the mean of each segment, so a constant track gives a flat
+        # spectrogram whose z-score is all zeros.
+        raise ClipDecodeError(
+            path, f"silent audio track: every sample in the span is {samples[0]:g} after clipping to [-1, 1], "
+            "a constant offset without sound"
+        )
 
     _, _, power = scipy.signal.spectrogram(samples, cfg.sample_rate, nperseg=cfg.nperseg, noverlap=cfg.noverlap)
     log_power = np.log(power + LOG_EPSILON)
@@ -768,7 +819,8 @@ def decode_clip(clip: Clip, modalities: Sequence[str], cfg: DataConfig) -> dict[
     """Decode the requested modalities of one clip, keyed by modality name.
 
     Raises:
-        ClipDecodeError: a modality has no path in the clip, or its file cannot be decoded.
+        ClipDecodeError: a modality has no path in the clip, its file cannot be decoded, or the
+            flow and the video last different times (``check_flow_length``).
     """
     decoded: dict[str, np.ndarray] = {}
     for modality in modalities:
@@ -788,9 +840,60 @@ def decode_clip(clip: Clip, modalities: Sequence[str], cfg: DataConfig) -> dict[
             decoded["flow"] = decode_flow(
                 clip.flow_x, clip.flow_y, cfg.flow, clip.start, clip.end, frames=clip.frame_span("flow")
             )
+            check_flow_length(clip)
         else:
             raise ValueError(f"unknown modality {modality!r}; choose from video, audio, flow")
     return decoded
+
+
+def _span_length(path: str, start: float | None, end: float | None) -> tuple[float, float] | None:
+    """Return the length (s) of a video file's span and its frame period (s) from the header, or None if unknown."""
+    container = _open_file(path)
+    try:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        declared = _declared_end(container, stream)
+        if declared is None:
+            return None
+        span_end = declared if end is None else min(end, declared)
+        period = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+        return max(0.0, span_end - (start or 0.0)), period
+    finally:
+        container.close()
+
+
+def check_flow_length(clip: Clip) -> None:
+    """Raise when a clip's flow video and RGB video last different times in the clip's span.
+
+    Stored flow may have another frame rate than its video (flow at half the rate, or one frame
+    fewer), so the lengths are compared in seconds from the file headers, with the truncation
+    tolerance: 0.5 s or 3 frame periods of the slower stream, whichever is longer. Only video
+    files are compared, because an image sequence has no frame rate of its own. A video file
+    that cannot be opened is left to the video's own decode to report.
+
+    Raises:
+        ClipDecodeError: the lengths differ by more than the tolerance; the path is ``flow_x``.
+    """
+    if not clip.video or not clip.flow_x or clip.frame_span("video") or clip.frame_span("flow"):
+        return
+    if _is_sequence_pattern(clip.video) or _is_sequence_pattern(clip.flow_x):
+        return
+    try:
+        video = _span_length(clip.video, clip.start, clip.end)
+    except (ClipDecodeError, *_PYAV_ERRORS):
+        return
+    flow = _span_length(clip.flow_x, clip.start, clip.end)
+    if video is None or flow is None:
+        return
+    (video_length, video_period), (flow_length, flow_period) = video, flow
+    tolerance = max(_TRUNCATION_TOLERANCE_S, 3 * max(video_period, flow_period))
+    if abs(flow_length - video_length) > tolerance:
+        raise ClipDecodeError(
+            clip.flow_x,
+            f"flow and video lengths differ: the flow lasts {flow_length:.2f} s but the video {clip.video} lasts "
+            f"{video_length:.2f} s in the clip's span (tolerance {tolerance:.2f} s); compute the flow from this video",
+        )
 
 
 def output_shapes(modalities: Sequence[str], cfg: DataConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -804,6 +907,7 @@ def output_shapes(modalities: Sequence[str], cfg: DataConfig) -> dict[str, tuple
 
 
 __all__ = [
+    "check_flow_length",
     "decode_audio",
     "decode_clip",
     "decode_flow",

@@ -51,6 +51,7 @@ listed in the marker and in ``quarantine.csv`` of the modality's cache and of th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -59,7 +60,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ from merdg.data.cache_sets import (
     read_marker,
     set_dir,
 )
-from merdg.data.clips import Clip, ClipDecodeError, DatasetError
+from merdg.data.clips import CacheWriteError, Clip, ClipDecodeError, DatasetError
 from merdg.data.decoding import decode_clip
 
 logger = logging.getLogger(__name__)
@@ -158,15 +159,19 @@ def modality_key(clips: Sequence[Clip], modality: str, cfg: DataConfig,
 
     The key covers every field of ``Clip.to_row()`` except those named after another modality,
     so a field added to ``Clip`` enters every key unless its name starts with another modality's. ``folder_listings`` caches
-    image-sequence folder sizes between calls.
+    image-sequence folder sizes between calls. The flow key also covers the video files, because
+    decoding checks each clip's flow length against its video (``check_flow_length``).
     """
     listings = {} if folder_listings is None else folder_listings
     files: dict[str, Any] = {}
+    video_files: dict[str, Any] = {}
     rows = []
     for clip in clips:
         for path in clip.paths(modality):
             if path not in files:
                 files[path] = _source_fingerprint(path, listings)
+        if modality == "flow" and clip.video and clip.video not in video_files:
+            video_files[clip.video] = _source_fingerprint(clip.video, listings)
         rows.append(_key_row(clip, modality))
 
     content = {
@@ -176,6 +181,8 @@ def modality_key(clips: Sequence[Clip], modality: str, cfg: DataConfig,
         "clips": sorted(rows, key=lambda row: json.dumps(row, sort_keys=True, default=str)),
         "files": files,
     }
+    if modality == "flow":
+        content["video_files"] = video_files
     return _digest(content)
 
 
@@ -237,20 +244,32 @@ def decode_parts(batch: dict[str, np.ndarray], *, staging: dict[str, str], cfg: 
     ``batch`` has a ``part`` (index) and a ``clips`` (JSON list of ``Clip.to_row()`` dicts)
     column. ``staging`` maps each modality to decode to the folder its files go to. Returns one
     status row per part and modality: the file written (empty when no clip decoded), its size in
-    bytes, the ids of its rows (JSON) and the failures (JSON list of [clip_id, path, reason]).
+    bytes, the ids of its rows (JSON), the failures (JSON list of [clip_id, path, reason]) and
+    the error of writing the file (empty when it was written).
+
+    A failed write (a full disk, say) is returned rather than raised, because Ray Data does not
+    pass the exception's type back to the driver, which raises ``CacheWriteError`` from it.
     """
-    status: dict[str, list[Any]] = {name: [] for name in ("part", "modality", "file", "bytes", "clip_ids", "failures")}
+    columns = ("part", "modality", "file", "bytes", "clip_ids", "failures", "write_error")
+    status: dict[str, list[Any]] = {name: [] for name in columns}
     for part, clips_json in zip(batch["part"], batch["clips"]):
         clips = [_clip_from_row(row) for row in json.loads(str(clips_json))]
         for modality, folder in staging.items():
             written, failures = _decode_modality(clips, modality, cfg)
-            file_name, size = _write_part(Path(folder), int(part), modality, written) if written else ("", 0)
+            file_name, size, write_error = "", 0, ""
+            if written:
+                try:
+                    file_name, size = _write_part(Path(folder), int(part), modality, written)
+                except OSError as exc:
+                    write_error = f"writing {Path(folder) / _part_name(int(part))} failed: {exc}"
+                    logger.error("%s", write_error)
             status["part"].append(int(part))
             status["modality"].append(modality)
             status["file"].append(file_name)
             status["bytes"].append(size)
-            status["clip_ids"].append(json.dumps([clip.clip_id for clip, _ in written]))
+            status["clip_ids"].append(json.dumps([clip.clip_id for clip, _ in written] if not write_error else []))
             status["failures"].append(json.dumps(failures))
+            status["write_error"].append(write_error)
     return {
         name: np.asarray(values, dtype=np.int64 if name in ("part", "bytes") else object)
         for name, values in status.items()
@@ -290,9 +309,13 @@ def _write_part(folder: Path, part: int, modality: str, rows: list[tuple[Clip, n
         "label": pa.array([clip.label for clip in clips], pa.int64()),
         modality: ArrowTensorArray.from_numpy(np.stack([array for _, array in rows])),
     })
-    name = f"part-{part:05d}.parquet"
+    name = _part_name(part)
     pq.write_table(table, folder / name)
     return name, (folder / name).stat().st_size
+
+
+def _part_name(part: int) -> str:
+    return f"part-{part:05d}.parquet"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,10 +329,16 @@ def build_decode_cache(clips: Sequence[Clip], cfg: DataConfig) -> DecodeCacheRes
     are decoded together, one Ray Data task per part. Ray Data starts a local Ray instance when
     none is running, so callers that need particular Ray settings call ``ray.init`` first.
 
+    A cache folder that cannot be written is no error while every modality's cache and the set
+    are complete there, because nothing is written then.
+
     Raises:
         DatasetError: ``clips`` is empty or has duplicate ids, a clip failed to decode while
             ``cfg.skip_bad_clips`` is False, or no clip decoded in every modality. A modality
             cache without failures is kept even when another modality's failures raise.
+        CacheWriteError: a file or folder under ``cfg.cache_dir`` cannot be written (no
+            permission, a read-only file system, a full disk). The staging folders of the
+            decode are deleted, so no partial modality cache is left behind.
     """
     clips = sorted(clips, key=lambda clip: clip.clip_id)
     if not clips:
@@ -320,7 +349,8 @@ def build_decode_cache(clips: Sequence[Clip], cfg: DataConfig) -> DecodeCacheRes
     keys = {modality: modality_key(clips, modality, cfg, listings) for modality in cfg.modalities}
     markers: dict[str, dict[str, Any]] = {}
     for modality, key in keys.items():
-        marker = _intact_marker(modality_cache_dir(cfg.cache_dir, modality, key))
+        with _cache_writes(cfg.cache_dir):
+            marker = _intact_marker(modality_cache_dir(cfg.cache_dir, modality, key))
         if marker is not None:
             markers[modality] = marker
     missing = {modality: key for modality, key in keys.items() if modality not in markers}
@@ -337,7 +367,8 @@ def build_decode_cache(clips: Sequence[Clip], cfg: DataConfig) -> DecodeCacheRes
     skipped = sorted((item for cache in caches.values() for item in cache.skipped),
                      key=lambda item: (item["clip_id"], item["modality"]))
     _check_skipped_allowed(skipped, cfg)
-    path, set_marker = _write_set(cfg.cache_dir, keys, markers, clips)
+    with _cache_writes(cfg.cache_dir):
+        path, set_marker = _write_set(cfg.cache_dir, keys, markers, clips)
     quarantine = path / QUARANTINE_FILE
     return DecodeCacheResult(
         path=path,
@@ -346,6 +377,16 @@ def build_decode_cache(clips: Sequence[Clip], cfg: DataConfig) -> DecodeCacheRes
         skipped=skipped,
         quarantine_csv=quarantine if skipped and quarantine.is_file() else None,
     )
+
+
+@contextlib.contextmanager
+def _cache_writes(cache_dir: Path) -> Iterator[None]:
+    """Turn an ``OSError`` of the cache writes inside into a ``CacheWriteError`` that names the cache folder."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise CacheWriteError(str(cache_dir), f"{exc.strerror or exc}{where}") from exc
 
 
 def _check_unique_ids(clips: list[Clip]) -> None:
@@ -409,17 +450,20 @@ def _decode_missing(clips: list[Clip], missing: dict[str, str], cfg: DataConfig)
     # as a cache, but nothing deletes them.
     staging = {modality: folder.parent / f".{folder.name}.incomplete-{uuid.uuid4().hex[:8]}"
                for modality, folder in final_dirs.items()}
-    for folder in staging.values():
-        folder.mkdir(parents=True)
     try:
+        with _cache_writes(cfg.cache_dir):
+            for folder in staging.values():
+                folder.mkdir(parents=True)
         status = _run_decode_tasks(clips, staging, cfg)
+        _check_part_writes(status, cfg.cache_dir)
         by_id = {clip.clip_id: clip for clip in clips}
         markers = {}
         for modality, key in missing.items():
-            markers[modality] = _finish_staging(staging[modality], modality, key, status[modality], by_id)
-            if not markers[modality]["skipped"] or cfg.skip_bad_clips:
-                _publish(staging[modality], final_dirs[modality])
-                markers[modality] = read_marker(final_dirs[modality]) or markers[modality]
+            with _cache_writes(cfg.cache_dir):
+                markers[modality] = _finish_staging(staging[modality], modality, key, status[modality], by_id)
+                if not markers[modality]["skipped"] or cfg.skip_bad_clips:
+                    _publish(staging[modality], final_dirs[modality])
+                    markers[modality] = read_marker(final_dirs[modality]) or markers[modality]
     finally:
         for folder in staging.values():
             if folder.exists():
@@ -448,6 +492,18 @@ def _run_decode_tasks(clips: list[Clip], staging: dict[str, Path], cfg: DataConf
     for row in status_rows:
         by_modality[str(row["modality"])].append(row)
     return by_modality
+
+
+def _check_part_writes(status: dict[str, list[dict[str, Any]]], cache_dir: Path) -> None:
+    """Raise ``CacheWriteError`` when a decode task could not write its Parquet file.
+
+    NOTE: the decode tasks that run after a failed write still decode their parts, so on a full
+    disk the error comes once every part has been tried.
+    """
+    errors = [str(row["write_error"]) for rows in status.values() for row in rows if row["write_error"]]
+    if errors:
+        more = f" (and {len(errors) - 1} more Parquet parts)" if len(errors) > 1 else ""
+        raise CacheWriteError(str(cache_dir), errors[0] + more)
 
 
 def _finish_staging(folder: Path, modality: str, key: str, status: list[dict[str, Any]],

