@@ -5,18 +5,20 @@ generated benchmark, with its no-MER baseline trained on the same seeds:
 
 - ``fusion_source_val``, ``fusion_lodo``, ``fusion_oracle``: Fusion against Fusion + MER (lambda
   and estimator searched), under each selection method;
+- ``fusion_fixed_mer``: Fusion against Fusion + MER at the paper's setting, nothing searched;
 - ``no_cue``: the same on the benchmark's no-cue twin, where fusion has nothing to overfit to;
 - ``unimodal``: each modality trained alone;
 - ``frozen_encoders``: the encoders frozen at their random initialisation, only the heads train;
 - ``low_encoder_lr``: the encoders at a tenth of the learning rate.
 
-The last three train MER at the paper's fixed setting (log-det, lambda 3) besides their baseline.
+The last three, like ``fusion_fixed_mer``, train MER at the paper's fixed setting (log-det, lambda 3) besides their baseline.
 The page reports, per sweep, the seed-mean accuracies averaged over target domains, the
 fusion-overfitting gap (source validation minus target accuracy), MER's effect as paired
 per-seed differences, and the diagnostics of the trained models (``diag_*`` metrics).
 
     python pipelines/evidence.py                        # every sweep, the main job's sizes
     python pipelines/evidence.py --only fusion_source_val no_cue --epochs 6
+    python pipelines/evidence.py --keep --only fusion_oracle --tune.targets '[retro]'   # add a row
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -40,6 +43,8 @@ SWEEPS: dict[str, tuple[str, list[str]]] = {
     "no_cue": ("no-cue twin: Fusion vs Fusion + MER, source-domain validation", ["--data.benchmark.cue", "false"]),
     "fusion_lodo": ("Fusion vs Fusion + MER, leave-one-source-domain-out validation", ["--tune.selection", "lodo"]),
     "fusion_oracle": ("Fusion vs Fusion + MER, oracle selection (target data)", ["--tune.selection", "oracle"]),
+    "fusion_fixed_mer": ("Fusion vs Fusion + MER at the paper's setting (lambda 3, log-det), source-domain validation",
+                         FIXED_MER),
     "low_encoder_lr": ("encoders at 0.1x the learning rate (MER at lambda 3, log-det)",
                        ["--train.encoder_lr_scale", "0.1", *FIXED_MER]),
     "frozen_encoders": ("frozen random encoders, heads trained (MER at lambda 3, log-det)",
@@ -115,7 +120,7 @@ def write_page(path: Path, rows: list[dict], command: str, wall_s: float, sizes:
         command,
         "```",
         "",
-        f"Sizes: {sizes}. Wall time: {wall_s / 60:.0f} minutes on this machine "
+        f"Sizes: {sizes}. Wall time of the sweeps: {wall_s / 60:.0f} minutes on this machine "
         f"({os.cpu_count()} CPU cores).",
         "",
         "Accuracies are top-1 (%), the mean ± standard deviation over seeds of each seed's accuracy "
@@ -125,12 +130,13 @@ def write_page(path: Path, rows: list[dict], command: str, wall_s: float, sizes:
         "paired by seed. Each row names the selection method that picked the reported configuration "
         "and epoch.",
         "",
-        "| sweep | selection | base target_acc | MER target_acc | delta (paired) | base gap | MER gap | MER configurations |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sweep | targets | selection | base target_acc | MER target_acc | delta (paired) | base gap | MER gap | "
+        "MER configurations |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        lines.append(f"| {row['name']}: {row['title']} | {row['selection']} | {row['base']} | {row['mer']} | "
-                     f"{row['delta']} | {row['base_gap']} | {row['mer_gap']} | {row['configs']} |")
+        lines.append(f"| {row['name']}: {row['title']} | {row['targets']} | {row['selection']} | {row['base']} | "
+                     f"{row['mer']} | {row['delta']} | {row['base_gap']} | {row['mer_gap']} | {row['configs']} |")
     lines += ["", f"![MER's paired effect per sweep]({figure_path.parent.name}/{figure_path.name})", ""]
     lines += ["## Diagnostics of the trained encoders", "",
               "Means ± std over seed runs and target domains, measured after the last epoch on held-out rows "
@@ -178,14 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs per run (default: 10)")
     parser.add_argument("--num_trials", type=int, default=4, help="search trials per target (default: 4)")
     parser.add_argument("--seeds", default="[0,1,2]", help="seeds of every retraining (default: [0,1,2])")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the rows of sweeps that an earlier run wrote to the page and this run does not redo")
     args, extra = parser.parse_known_args(argv)
 
     from merdg.cli import parse_job
     from merdg.tuning.job import resolve_paths, run_job
 
     started = time.perf_counter()
+    rows_file = args.page.parent / "results" / "evidence_rows.json"
+    names = args.only or list(SWEEPS)
     rows = []
-    for name in args.only or list(SWEEPS):
+    earlier_wall_s = 0.0
+    if args.keep and rows_file.exists():
+        stored = json.loads(rows_file.read_text())
+        rows = [row for row in stored["rows"] if row["name"] not in names]
+        earlier_wall_s = float(stored.get("wall_s", 0.0))
+        commands = stored.get("commands", [])
+    else:
+        commands = []
+    commands.append("python pipelines/evidence.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    for name in names:
         title, flags = SWEEPS[name]
         argv_job = ["--output_dir", str(args.output_dir), "--tracking.experiment", f"evidence-{name}",
                     "--train.epochs", str(args.epochs), "--tune.num_trials", str(args.num_trials),
@@ -202,12 +221,15 @@ def main(argv: list[str] | None = None) -> int:
             "deltas": paired(cells, "target_acc"), "delta": _fmt(paired(cells, "target_acc")),
             "base_gap": _fmt(gap(cells, "base")), "mer_gap": _fmt(gap(cells, "mer")),
             "configs": "; ".join(configs), "markdown": result.markdown,
+            "targets": ", ".join(sorted({c.target for c in cells})),
             "diagnostics": seed_diagnostics(result.tracking_uri, result.experiment),
         })
         sizes = f"{args.epochs} epochs per run, {args.num_trials} search trials per target, seeds {args.seeds}"
-        command = "python pipelines/evidence.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        wall_s = earlier_wall_s + time.perf_counter() - started
         # The page is rewritten after each sweep, so an interrupted run keeps what it measured.
-        write_page(args.page, rows, command.strip(), time.perf_counter() - started, sizes)
+        rows_file.parent.mkdir(parents=True, exist_ok=True)
+        rows_file.write_text(json.dumps({"rows": rows, "wall_s": wall_s, "commands": commands}, indent=1))
+        write_page(args.page, rows, "\n".join(c.strip() for c in commands), wall_s, sizes)
         print(f"{name}: MER {rows[-1]['mer']}, base {rows[-1]['base']}, delta {rows[-1]['delta']} "
               f"({result.selection_label})", flush=True)
     print(f"Wrote {args.page}")
