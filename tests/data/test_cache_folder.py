@@ -41,7 +41,7 @@ SMALL_BENCHMARK = BenchmarkConfig(num_classes=3, clips_per_class=2, num_frames=8
 # entries left in the cache folder. The entries are listed here because a tmpfs mounted in the
 # namespace is gone once the namespace exits.
 NAMESPACE_SCRIPT = textwrap.dedent('''
-    import json, os, sys
+    import json, os, shutil, sys
     from pathlib import Path
 
     from merdg.config import BenchmarkConfig, DataConfig
@@ -51,6 +51,7 @@ NAMESPACE_SCRIPT = textwrap.dedent('''
 
     args = json.loads(sys.argv[1])
     outcome = {"error": None, "message": "", "folder": None, "num_decoded": None, "entries": []}
+    ray_dir = None
     try:
         if args["action"] == "benchmark":
             benchmark = BenchmarkConfig(**args["benchmark"])
@@ -58,13 +59,19 @@ NAMESPACE_SCRIPT = textwrap.dedent('''
         else:
             if args.get("start_ray"):
                 import ray
-                ray.init(num_cpus=2, include_dashboard=False, _temp_dir=f"/tmp/ray-ns{os.getpid()}",
-                         log_to_driver=False, configure_logging=False)
+                # Short, because Ray's socket paths must stay under 107 bytes.
+                ray_dir = f"/tmp/ray-ns{os.getpid()}"
+                ray.init(num_cpus=2, include_dashboard=False, _temp_dir=ray_dir, log_to_driver=False,
+                         configure_logging=False)
             cfg = DataConfig(dataset="hac", root=args["root"], cache_dir=args["cache_dir"],
                              modalities=args["modalities"], decode_batch_size=2)
             outcome["num_decoded"] = build_decode_cache(read_hac(args["root"]), cfg).num_decoded
     except Exception as exc:
         outcome.update(error=type(exc).__name__, message=str(exc), folder=getattr(exc, "folder", None))
+    if ray_dir is not None:
+        import ray
+        ray.shutdown()
+        shutil.rmtree(ray_dir, ignore_errors=True)
     cache_dir = Path(args["cache_dir"])
     outcome["entries"] = sorted(str(path.relative_to(cache_dir)) for path in cache_dir.rglob("*"))
     print("OUTCOME " + json.dumps(outcome))
