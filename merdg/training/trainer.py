@@ -215,11 +215,13 @@ def build_trainer(
     name: str,
     storage_path: Path,
     callbacks: Sequence[ray.train.UserCallback] = (),
+    keep_all_checkpoints: bool = False,
 ) -> TorchTrainer:
     """Return a ``TorchTrainer`` running ``train_loop_per_worker`` with DDP (gloo on CPU, NCCL on GPU).
 
     Only the 'train' dataset, when there is one, is split by Ray; checkpoints keep the epoch with
-    the best source validation accuracy.
+    the best source validation accuracy. ``keep_all_checkpoints`` keeps every epoch's instead: Ray
+    Train 2.60's ``Result.metrics_dataframe`` has a row only for each retained checkpoint.
 
     A worker that dies or raises stops every worker of the run, and Ray Train starts them again
     (at most ``--train.max_failures`` times). They resume from the latest checkpoint, which Ray
@@ -242,7 +244,8 @@ def build_trainer(
             name=name,
             storage_path=str(Path(storage_path).resolve()),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="val_acc", checkpoint_score_order="max"
+                num_to_keep=None if keep_all_checkpoints else 1, checkpoint_score_attribute="val_acc",
+                checkpoint_score_order="max"
             ),
             # NOTE: Ray Train 2.60 restarts on every worker error alike, so a deterministic one (an invalid
             # batch size, a non-finite loss) also runs max_failures + 1 times before the run fails.

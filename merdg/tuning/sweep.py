@@ -165,11 +165,14 @@ def run_lodo_trial(config: dict[str, Any], *, job: JobConfig, plan: CellPlan,
     for held_out, datasets in folds.items():
         trainer = build_trainer(job, mer, datasets, plan.num_classes, plan.resources,
                                 name=f"{plan.cell_id}-{trial_id}-lodo-{held_out}",
-                                storage_path=job.output_dir / "train")
+                                storage_path=job.output_dir / "train", keep_all_checkpoints=True)
+        # NOTE: every epoch's checkpoint of a fold stays on disk, which is large with the paper backbones.
         frame = trainer.fit().metrics_dataframe
         per_fold[held_out] = {int(row["epoch"]): float(row["target_acc"])
                               for row in frame[["epoch", "target_acc"]].dropna().to_dict("records")}
     epochs = sorted(set.intersection(*(set(values) for values in per_fold.values())))
+    if not epochs:
+        raise RuntimeError(f"the lodo folds of trial {trial_id} reported no common epoch: {per_fold}")
     for epoch in epochs:
         metrics = {f"lodo_acc_{domain}": values[epoch] for domain, values in per_fold.items()}
         metrics.update(epoch=epoch, lodo_acc=sum(v[epoch] for v in per_fold.values()) / len(per_fold))
