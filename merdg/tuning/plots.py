@@ -42,18 +42,25 @@ def lambda_figure(cell: CellResult) -> Figure | None:
     return figure
 
 
+def _confusion_panels(cell: CellResult, class_names: Sequence[str]) -> tuple[list, list[str]]:
+    """Return (variant label, summed confusion matrix) for each variant that has one, and the class labels."""
+    panels = [(name, variant.confusion()) for name, variant in (("no MER", cell.baseline), ("MER", cell.mer))
+              if variant is not None and variant.confusion() is not None]
+    size = len(panels[0][1]) if panels else 0
+    names = list(class_names) if len(class_names) == size else [str(i) for i in range(size)]
+    return panels, names
+
+
 def confusion_figure(cell: CellResult, class_names: Sequence[str]) -> Figure | None:
     """Draw the target confusion matrices (summed over seeds) of the baseline and MER side by side.
 
     Rows are true classes and columns predicted ones, normalised per row to percentages.
     Returns None when no variant has a confusion matrix.
     """
-    panels = [(name, variant.confusion()) for name, variant in (("no MER", cell.baseline), ("MER", cell.mer))
-              if variant is not None and variant.confusion() is not None]
+    panels, names = _confusion_panels(cell, class_names)
     if not panels:
         return None
-    size = len(panels[0][1])
-    names = list(class_names) if len(class_names) == size else [str(i) for i in range(size)]
+    size = len(names)
     figure = Figure(figsize=(4.2 * len(panels), 4.0))
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for axis, (name, matrix) in zip(axes, panels, strict=True):
@@ -76,12 +83,10 @@ def confusion_figure(cell: CellResult, class_names: Sequence[str]) -> Figure | N
 
 def per_class_figure(cell: CellResult, class_names: Sequence[str]) -> Figure | None:
     """Draw the per-class target accuracy (summed over seeds) of the baseline and MER as grouped bars."""
-    panels = [(name, variant.confusion()) for name, variant in (("no MER", cell.baseline), ("MER", cell.mer))
-              if variant is not None and variant.confusion() is not None]
+    panels, names = _confusion_panels(cell, class_names)
     if not panels:
         return None
-    size = len(panels[0][1])
-    names = list(class_names) if len(class_names) == size else [str(i) for i in range(size)]
+    size = len(names)
     figure = Figure(figsize=(max(5.0, 0.8 * size + 2), 3.2))
     axis = figure.subplots()
     width = 0.8 / len(panels)
