@@ -68,7 +68,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def per_seed(cells, variant: str, accuracy: str) -> list[float]:
-    """Each seed's accuracy averaged over the cells (target domains and modality sets)."""
+    """Return each seed's accuracy averaged over the cells (target domains and modality sets)."""
     by_seed: dict[int, list[float]] = {}
     for cell in cells:
         chosen = cell.mer if variant == "mer" else cell.baseline
@@ -88,7 +88,7 @@ def gap(cells, variant: str) -> list[float]:
 
 
 def seed_diagnostics(tracking_uri: str, experiment: str) -> dict[str, dict[str, list[float]]]:
-    """The last value of every diag_ metric of each seed run, by variant ('mer', 'base') and metric name."""
+    """Return the last value of every diag_ metric of each seed run, by variant ('mer', 'base') and metric name."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
