@@ -549,7 +549,7 @@ SELECTIONS = ("source_val", "lodo", "oracle")
 
 @dataclass
 class TuneConfig:
-    """What a sweep covers (protocols, targets, modality sets, host methods, seeds) and how it searches MER's settings."""
+    """The scope of a sweep (protocols, targets, modality sets, host methods, seeds) and its search of MER's settings."""
 
     space: Path = Path("tune_spaces/default.yaml")
     """Search space YAML (lambda, estimator and the estimator's own parameters)."""

@@ -63,7 +63,7 @@ def test_lodo_selects_on_held_out_source_accuracy():
     assert chosen.label == "leave-one-source-domain-out validation"
 
 
-def test_seed_epoch_is_fixed_under_lodo_and_reselected_otherwise():
+def test_seed_epoch_per_method():
     from merdg.selection import select_seed_epoch
 
     seed_run = TrialHistory("s", {"seed": 1}, [

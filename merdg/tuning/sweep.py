@@ -234,8 +234,7 @@ def _histories(result_grid: ray.tune.ResultGrid) -> tuple[list[TrialHistory], li
         frame = frame[columns + [c for c in (TARGET_CONFUSION,) if c in frame]].dropna(subset=columns)
         frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch")
         trial_id = str(result.metrics.get("trial_id", len(histories)))
-        config = {key: value for key, value in dict(result.config).items()}
-        histories.append(TrialHistory(trial_id=trial_id, params=config, epochs=frame.to_dict("records")))
+        histories.append(TrialHistory(trial_id=trial_id, params=dict(result.config), epochs=frame.to_dict("records")))
     return histories, errors
 
 

@@ -67,7 +67,8 @@ def test_killed_sweep_resumes_without_rerunning_finished_work(tmp_path):
     assert finished_before <= {r.info.run_id for r in runs if r.info.status == "FINISHED"}
     assert len([r for r in runs if r.info.run_name.startswith("sweep-")]) == 1
     cells = [r for r in runs if "merdg.cell_id" in r.data.tags]
-    assert len(cells) == 1 and cells[0].info.status == "FINISHED"
+    assert len(cells) == 1
+    assert cells[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == cells[0].info.run_id]
     finished = [r for r in children if r.info.status == "FINISHED"]
     names = [r.data.tags["trial_name"] for r in finished]
@@ -75,7 +76,8 @@ def test_killed_sweep_resumes_without_rerunning_finished_work(tmp_path):
     assert sorted(r.data.tags["merdg.phase"] for r in finished) == ["mer-seeds", "search", "search"]
     for run in children:
         if run.info.status != "FINISHED":
-            assert run.info.status == "FAILED" and run.data.tags.get("merdg.interrupted") == "true"
+            assert run.info.status == "FAILED"
+            assert run.data.tags.get("merdg.interrupted") == "true"
     assert "| retro | studio+street | 1 |" in process.stdout
 
     # The same command once more reads the finished cell back and trains nothing.

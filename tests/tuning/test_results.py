@@ -125,7 +125,7 @@ def test_report_without_store_exits_2(tmp_path):
     assert f"no MLflow store at {tmp_path / 'mlflow.db'}" in process.stderr
 
 
-def test_histories_keep_the_latest_report_of_a_repeated_epoch():
+def test_histories_keep_latest_repeated_epoch():
     # A trial restored from its checkpoint reports the epochs after it again.
     frame = pd.DataFrame({"epoch": [1, 2, 2, 3], "val_acc": [50.0, 55.0, 60.0, 65.0],
                           "target_acc": [1.0, 2.0, 3.0, 4.0], "target_test_acc": [1.0, 2.0, 3.0, 4.0]})
