@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pipelines.test_tune_all_domains import TINY_TRAINING, check_mlflow, run_main_job, sweep_experiment
+from tests.pipelines.test_tune_all_domains import ONE_TRIAL, TINY_TRAINING, check_mlflow, run_main_job, sweep_experiment
 
 SIMMMDG_TERMS = ("train_ce", "train_contrast", "train_distance", "train_translation", "train_mer_total")
 
@@ -19,14 +19,15 @@ def test_main_job_trains_simmmdg(tmp_path):
         "--tune.targets", "[retro]",
         "--train.method", "simmmdg",
         *TINY_TRAINING,
+        *ONE_TRIAL,
     ]
     process = run_main_job(args, tmp_path)
     assert "hosts simmmdg" in process.stdout
     assert "| retro |" in process.stdout
-    client = check_mlflow(tmp_path, ["retro"], num_trials=2, epochs=2)
+    client = check_mlflow(tmp_path, ["retro"], num_trials=1, epochs=2)
     trials = [run for run in client.search_runs([sweep_experiment(client).experiment_id])
               if run.data.tags.get("merdg.phase") == "search"]
-    assert len(trials) == 2
+    assert len(trials) == 1
     for trial in trials:
         metrics = trial.data.metrics
         for name in SIMMMDG_TERMS:

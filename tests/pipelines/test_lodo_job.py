@@ -6,14 +6,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from merdg.tracking import default_tracking_uri
-from tests.pipelines.test_tune_all_domains import TINY_TRAINING, run_main_job, sweep_experiment
+from tests.pipelines.test_tune_all_domains import ONE_TRIAL, TINY_TRAINING, run_main_job, sweep_experiment
 
 
 @pytest.mark.slow
 def test_main_job_selects_by_held_out_source(tmp_path):
     args = ["--data.cache_dir", str(tmp_path / "cache"), "--data.benchmark.num_classes", "3",
             "--data.benchmark.clips_per_class", "4", "--tune.targets", "[retro]", "--tune.selection", "lodo",
-            *TINY_TRAINING, "--tune.num_trials", "1"]
+            *TINY_TRAINING, *ONE_TRIAL]
     process = run_main_job(args, tmp_path)
     assert "model selection: leave-one-source-domain-out validation" in process.stdout
     assert "| retro | studio+street | 1 |" in process.stdout

@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.mlflow_server import free_port, mlflow_server
-from tests.pipelines.test_tune_all_domains import TINY_TRAINING, run_main_job, sweep_experiment
+from tests.pipelines.test_tune_all_domains import ONE_TRIAL, TINY_TRAINING, run_main_job, sweep_experiment
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS_ENV = "MERDG_TEST_ARTIFACTS"
@@ -213,6 +213,7 @@ def test_mlflow_ui_shows_sweep(tmp_path):
             "--data.benchmark.clips_per_class", "4",
             "--tune.targets", "[retro]",
             *TINY_TRAINING,
+            *ONE_TRIAL,
             "--tracking.tracking_uri", server.uri,
         ], tmp_path)
 

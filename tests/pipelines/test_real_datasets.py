@@ -10,7 +10,7 @@ from merdg.data.datasets import load_dataset
 from merdg.data.manifest import write_manifest
 from merdg.data.pipeline import build_decode_cache, read_decoded
 from tests.data.epic_tree import build_real_epic_tree
-from tests.pipelines.test_tune_all_domains import TINY_TRAINING, check_mlflow, run_main_job
+from tests.pipelines.test_tune_all_domains import ONE_TRIAL, TINY_TRAINING, check_mlflow, run_main_job
 
 
 @pytest.mark.slow
@@ -22,10 +22,11 @@ def test_main_job_on_real_epic_frames(tmp_path, shared_data):
         "--data.cache_dir", str(tmp_path / "cache"),
         "--tune.targets", "[D2]",
         *TINY_TRAINING,
+        *ONE_TRIAL,
     ]
     process = run_main_job(args, tmp_path)
     assert "| D2 | D1+D3 |" in process.stdout
-    check_mlflow(tmp_path, ["D2"], num_trials=2, epochs=2)
+    check_mlflow(tmp_path, ["D2"], num_trials=1, epochs=2)
 
 
 def decoded_ids(cfg: DataConfig, domains: tuple[str, ...]) -> list[str]:

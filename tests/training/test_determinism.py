@@ -78,13 +78,23 @@ def test_read_decoded_keeps_clip_order(tmp_path, ray_local):
     assert clip_ids == sorted(clip.clip_id for clip in info.clips if clip.split == "train")
 
 
+@pytest.fixture(scope="module")
+def balanced_first(tmp_path_factory, ray_local) -> tuple[JobConfig, list[list[dict]]]:
+    """One run with the default (balanced) batches and seed 0, shared by the tests that compare against it."""
+    job = tiny_job(tmp_path_factory.mktemp("balanced"), balanced_batches=True)
+    return job, train_and_record(job, "first")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("balanced", [True, False], ids=["balanced", "streamed"])
-def test_same_seed_same_epoch_metrics(tmp_path, ray_local, balanced):
-    job = tiny_job(tmp_path, balanced_batches=balanced)
+def test_same_seed_same_epoch_metrics(tmp_path, ray_local, request, balanced):
+    if balanced:
+        job, first = request.getfixturevalue("balanced_first")
+    else:
+        job = tiny_job(tmp_path, balanced_batches=False)
+        first = train_and_record(job, "first")
 
-    first = train_and_record(job, "first")
     second = train_and_record(job, "second")
 
     assert [epoch[0]["epoch"] for epoch in first] == [1, 2]
@@ -95,11 +105,10 @@ def test_same_seed_same_epoch_metrics(tmp_path, ray_local, balanced):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_other_seed_other_epoch_metrics(tmp_path, ray_local):
-    job = tiny_job(tmp_path)
+def test_other_seed_other_epoch_metrics(ray_local, balanced_first):
+    job, first = balanced_first
     reseeded = dataclasses.replace(job, train=dataclasses.replace(job.train, seed=1))
 
-    first = train_and_record(job, "first")
     other = train_and_record(reseeded, "other")
 
     assert [epoch[0]["train_loss"] for epoch in other] != [epoch[0]["train_loss"] for epoch in first]
