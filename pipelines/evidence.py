@@ -19,6 +19,12 @@ per-seed differences, and the diagnostics of the trained models (``diag_*`` metr
     python pipelines/evidence.py                        # every sweep, the main job's sizes
     python pipelines/evidence.py --only fusion_source_val no_cue --epochs 6
     python pipelines/evidence.py --keep --only fusion_oracle --tune.targets '[retro]'   # add a row
+    python pipelines/evidence.py --keep --only no_cue --variant hiding0.5 --data.benchmark.cue_hiding 0.5
+
+Flags the script does not know go to every sweep's main job. With ``--variant NAME`` the rows are
+named ``<sweep>@NAME`` and list those flags, so that a changed benchmark or training setting gets
+rows of its own beside the unchanged ones. Sections of an existing page whose headings this
+script does not write (the reading of the figures) are kept when the page is written again.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ SWEEPS: dict[str, tuple[str, list[str]]] = {
                  ["--tune.modality_sets", "[[video],[audio],[flow]]", *FIXED_MER]),
 }
 """Evidence sweeps by name: a description and the main job's flags that make the sweep."""
+
+GENERATED_SECTIONS = ("Diagnostics of the trained encoders", "Per target domain")
+"""Headings of the page's sections that ``write_page`` writes; any other section is kept from the old page."""
 
 DIAGNOSTICS = ("rankme_target", "cka_source_target", "procrustes_source_target", "domain_probe_acc",
                "unimodal_target_acc")
@@ -105,8 +114,27 @@ def seed_diagnostics(tracking_uri: str, experiment: str) -> dict[str, dict[str, 
     return values
 
 
-def write_page(path: Path, rows: list[dict], command: str, wall_s: float, sizes: str) -> None:
-    """Write the results page: the effect table, the diagnostics table, per-target tables, and the plot."""
+def kept_sections(text: str) -> list[str]:
+    """Return the '## ' sections of a page, heading included, that ``write_page`` does not generate."""
+    sections = []
+    for block in text.split("\n## ")[1:]:
+        heading = block.splitlines()[0].strip()
+        if heading not in GENERATED_SECTIONS:
+            sections.append("## " + block.rstrip() + "\n")
+    return sections
+
+
+def row_sizes(row: dict) -> str:
+    """Return a row's training sizes, e.g. '6 epochs, 3 trials, seeds [0,1,2]'."""
+    return f"{row['epochs']} epochs, {row['num_trials']} trials, seeds {row['seeds']}"
+
+
+def write_page(path: Path, rows: list[dict], command: str, wall_s: float) -> None:
+    """Write the results page: the effect table, the diagnostics table, per-target tables, and the plot.
+
+    Sections of the existing page that this function does not generate are kept after the plot.
+    """
+    hand_written = kept_sections(path.read_text(encoding="utf-8")) if path.exists() else []
     figure_path = path.parent / "results" / "mer_effect.png"
     figure_path.parent.mkdir(parents=True, exist_ok=True)
     _plot(rows, figure_path)
@@ -120,24 +148,25 @@ def write_page(path: Path, rows: list[dict], command: str, wall_s: float, sizes:
         command,
         "```",
         "",
-        f"Sizes: {sizes}. Wall time of the sweeps: {wall_s / 60:.0f} minutes on this machine "
-        f"({os.cpu_count()} CPU cores).",
+        f"Wall time of the sweeps: {wall_s / 60:.0f} minutes on this machine ({os.cpu_count()} CPU cores).",
         "",
         "Accuracies are top-1 (%), the mean ± standard deviation over seeds of each seed's accuracy "
-        "averaged over the three target domains (and over modality sets for `unimodal`). `target_acc` is "
+        "averaged over the row's target domains (and over modality sets for `unimodal`). `target_acc` is "
         "measured on the target domain's train and test lists together. The gap is source validation "
         "accuracy minus target accuracy (the fusion-overfitting gap). Delta is MER minus the baseline, "
         "paired by seed. Each row names the selection method that picked the reported configuration "
         "and epoch.",
         "",
-        "| sweep | targets | selection | base target_acc | MER target_acc | delta (paired) | base gap | MER gap | "
-        "MER configurations |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sweep | targets | sizes | selection | base target_acc | MER target_acc | delta (paired) | base gap | "
+        "MER gap | MER configurations |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        lines.append(f"| {row['name']}: {row['title']} | {row['targets']} | {row['selection']} | {row['base']} | "
-                     f"{row['mer']} | {row['delta']} | {row['base_gap']} | {row['mer_gap']} | {row['configs']} |")
+        lines.append(f"| {row['name']}: {row['title']} | {row['targets']} | {row_sizes(row)} | {row['selection']} | "
+                     f"{row['base']} | {row['mer']} | {row['delta']} | {row['base_gap']} | {row['mer_gap']} | "
+                     f"{row['configs']} |")
     lines += ["", f"![MER's paired effect per sweep]({figure_path.parent.name}/{figure_path.name})", ""]
+    lines += hand_written
     lines += ["## Diagnostics of the trained encoders", "",
               "Means ± std over seed runs and target domains, measured after the last epoch on held-out rows "
               "(see README, \"Diagnostics of the trained model\"). RankMe is the effective rank; CKA and "
@@ -184,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs per run (default: 10)")
     parser.add_argument("--num_trials", type=int, default=4, help="search trials per target (default: 4)")
     parser.add_argument("--seeds", default="[0,1,2]", help="seeds of every retraining (default: [0,1,2])")
+    parser.add_argument("--variant", help="name the rows '<sweep>@VARIANT' and list the extra flags in their titles")
     parser.add_argument("--keep", action="store_true",
                         help="keep the rows of sweeps that an earlier run wrote to the page and this run does not redo")
     args, extra = parser.parse_known_args(argv)
@@ -194,18 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows_file = args.page.parent / "results" / "evidence_rows.json"
     names = args.only or list(SWEEPS)
+    row_names = [f"{name}@{args.variant}" if args.variant else name for name in names]
     rows = []
     earlier_wall_s = 0.0
     if args.keep and rows_file.exists():
         stored = json.loads(rows_file.read_text())
-        rows = [row for row in stored["rows"] if row["name"] not in names]
+        rows = [row for row in stored["rows"] if row["name"] not in row_names]
         earlier_wall_s = float(stored.get("wall_s", 0.0))
         commands = stored.get("commands", [])
     else:
         commands = []
     commands.append("python pipelines/evidence.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    for name in names:
+    for name, row_name in zip(names, row_names, strict=True):
         title, flags = SWEEPS[name]
+        if args.variant:
+            title = f"{title}, with {' '.join(extra)}" if extra else title
         argv_job = ["--output_dir", str(args.output_dir), "--tracking.experiment", f"evidence-{name}",
                     "--train.epochs", str(args.epochs), "--tune.num_trials", str(args.num_trials),
                     "--tune.seeds", args.seeds, "--tune.baseline", "true", *flags, *extra]
@@ -216,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = sorted({f"{c.mer.params.get('estimator')} lambda {float(c.mer.params.get('lambda', 0)):.3g}"
                           for c in cells})
         rows.append({
-            "name": name, "title": title, "selection": result.selection_label,
+            "name": row_name, "title": title,
+            "epochs": args.epochs, "num_trials": args.num_trials, "seeds": args.seeds, "selection": result.selection_label,
             "base": _fmt(per_seed(cells, "base", "target_acc")), "mer": _fmt(per_seed(cells, "mer", "target_acc")),
             "deltas": paired(cells, "target_acc"), "delta": _fmt(paired(cells, "target_acc")),
             "base_gap": _fmt(gap(cells, "base")), "mer_gap": _fmt(gap(cells, "mer")),
@@ -224,13 +258,12 @@ def main(argv: list[str] | None = None) -> int:
             "targets": ", ".join(sorted({c.target for c in cells})),
             "diagnostics": seed_diagnostics(result.tracking_uri, result.experiment),
         })
-        sizes = f"{args.epochs} epochs per run, {args.num_trials} search trials per target, seeds {args.seeds}"
         wall_s = earlier_wall_s + time.perf_counter() - started
         # The page is rewritten after each sweep, so an interrupted run keeps what it measured.
         rows_file.parent.mkdir(parents=True, exist_ok=True)
         rows_file.write_text(json.dumps({"rows": rows, "wall_s": wall_s, "commands": commands}, indent=1))
-        write_page(args.page, rows, "\n".join(c.strip() for c in commands), wall_s, sizes)
-        print(f"{name}: MER {rows[-1]['mer']}, base {rows[-1]['base']}, delta {rows[-1]['delta']} "
+        write_page(args.page, rows, "\n".join(c.strip() for c in commands), wall_s)
+        print(f"{row_name}: MER {rows[-1]['mer']}, base {rows[-1]['base']}, delta {rows[-1]['delta']} "
               f"({result.selection_label})", flush=True)
     print(f"Wrote {args.page}")
     return 0
