@@ -16,7 +16,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from merdg.config import ConfigError, JobConfig, MERConfig
-from merdg.data.pipeline import read_decoded
+from merdg.data.cache_sets import read_decoded
 from merdg.training.balanced import BalancedPlan, balanced_part_name, plan_balanced_batches
 from merdg.training.loop import EVAL_SETS, eval_dataset_name, train_loop_per_worker
 from merdg.training.model_diagnostics import DOMAIN_INDEX_COLUMN

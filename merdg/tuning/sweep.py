@@ -18,22 +18,18 @@ the cell's run, written by ``TrialMLflowCallback`` (params, per-epoch metrics).
 
 from __future__ import annotations
 
-import copy
 import functools
-import hashlib
 import json
 import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 import ray.tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -41,53 +37,16 @@ from merdg.config import ConfigError, JobConfig
 from merdg.selection import SELECTION_METHODS, Selection, TrialHistory, select, select_seed_epoch
 from merdg.tracking import Tracker
 from merdg.training.loop import TARGET_CONFUSION
-from merdg.training.trainer import WorkerResources, build_datasets, build_trainer
+from merdg.training.trainer import build_datasets
 from merdg.tuning.mlflow_callback import TrialMLflowCallback
 from merdg.tuning.results import CellResult, SeedResult, TrialSummary, VariantResult
-from merdg.tuning.space import SearchSpace, mer_config_from_trial, suggest_mer_params
+from merdg.tuning.space import SearchSpace, suggest_mer_params
+from merdg.tuning.trials import Cell, CellPlan, run_lodo_trial, run_trial
 
 logger = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("epoch", "val_acc", "target_acc", "target_test_acc", "lodo_acc")
 """The per-epoch metrics that model selection reads from each trial (those a trial reports)."""
-
-@dataclass(frozen=True)
-class Cell:
-    """One unit of a sweep: a protocol, a target domain with its sources, a modality set and a host method."""
-
-    protocol: str
-    target: str
-    sources: tuple[str, ...]
-    modalities: tuple[str, ...]
-    method: str
-
-    @property
-    def name(self) -> str:
-        return f"{'+'.join(self.sources)}->{self.target} {'+'.join(self.modalities)} {self.method} ({self.protocol})"
-
-    def identity(self, sweep_id: str) -> str:
-        """Return a short hash of the sweep's identity and the cell, which names its Tune experiments and tags its run."""
-        return hashlib.sha256(f"{sweep_id}|{self.name}".encode()).hexdigest()[:12]
-
-    def job(self, base: JobConfig) -> JobConfig:
-        """The job config of this cell's runs: ``base`` with the cell's modalities and host method."""
-        job = copy.deepcopy(base)
-        job.data.modalities = list(self.modalities)
-        job.train.method = self.method
-        return job
-
-
-@dataclass(frozen=True)
-class CellPlan:
-    """Inputs of one cell's runs besides the job config."""
-
-    cell: Cell
-    cache_path: Path
-    num_classes: int
-    resources: WorkerResources
-    concurrency: int
-    cell_id: str
-
 
 def leave_one_out(domains: Sequence[str], targets: Sequence[str] | None) -> list[tuple[str, tuple[str, ...]]]:
     """Return (target, sources) pairs: each target domain against all the other domains."""
@@ -124,59 +83,6 @@ def plan_cells(job: JobConfig, domains: Sequence[str]) -> list[Cell]:
             for method in job.host_methods:
                 cells.extend(Cell(protocol, target, sources, tuple(modalities), method) for target, sources in pairs)
     return cells
-
-
-def _with_seed(job: JobConfig, config: dict[str, Any]) -> JobConfig:
-    if "seed" not in config:
-        return job
-    job = copy.deepcopy(job)
-    job.train.seed = int(config["seed"])
-    return job
-
-
-def run_trial(config: dict[str, Any], *, job: JobConfig, plan: CellPlan,
-              datasets: dict[str, ray.data.Dataset]) -> None:
-    """Train one configuration on all source domains (a Ray Tune function trainable).
-
-    The trial only drives a ``TorchTrainer`` over datasets materialized once per cell; the
-    trainer's workers report each epoch to Tune through ``TuneReportCallback``. A 'seed' in
-    ``config`` overrides ``--train.seed``.
-    """
-    job = _with_seed(job, config)
-    mer = mer_config_from_trial(config, base=job.mer)
-    trial_id = ray.tune.get_context().get_trial_id()
-    trainer = build_trainer(job, mer, datasets, plan.num_classes, plan.resources,
-                            name=f"{plan.cell_id}-{trial_id}", storage_path=job.output_dir / "train",
-                            callbacks=[TuneReportCallback()])
-    trainer.fit()
-
-
-def run_lodo_trial(config: dict[str, Any], *, job: JobConfig, plan: CellPlan,
-                   folds: dict[str, dict[str, ray.data.Dataset]]) -> None:
-    """Train one configuration once per held-out source domain, then report ``lodo_acc`` per epoch.
-
-    Each fold trains on the other source domains and measures the held-out one (its train and
-    test lists) as its target. ``lodo_acc`` is the mean over folds; ``lodo_acc_<domain>`` each fold's.
-    """
-    job = _with_seed(job, config)
-    mer = mer_config_from_trial(config, base=job.mer)
-    trial_id = ray.tune.get_context().get_trial_id()
-    per_fold: dict[str, dict[int, float]] = {}
-    for held_out, datasets in folds.items():
-        trainer = build_trainer(job, mer, datasets, plan.num_classes, plan.resources,
-                                name=f"{plan.cell_id}-{trial_id}-lodo-{held_out}",
-                                storage_path=job.output_dir / "train", keep_all_checkpoints=True)
-        # NOTE: every epoch's checkpoint of a fold stays on disk, which is large with the paper backbones.
-        frame = trainer.fit().metrics_dataframe
-        per_fold[held_out] = {int(row["epoch"]): float(row["target_acc"])
-                              for row in frame[["epoch", "target_acc"]].dropna().to_dict("records")}
-    epochs = sorted(set.intersection(*(set(values) for values in per_fold.values())))
-    if not epochs:
-        raise RuntimeError(f"the lodo folds of trial {trial_id} reported no common epoch: {per_fold}")
-    for epoch in epochs:
-        metrics = {f"lodo_acc_{domain}": values[epoch] for domain, values in per_fold.items()}
-        metrics.update(epoch=epoch, lodo_acc=sum(v[epoch] for v in per_fold.values()) / len(per_fold))
-        ray.tune.report(metrics)
 
 
 class TrialProgress(ray.tune.Callback):
