@@ -29,20 +29,26 @@ def tiny_job(tmp_path: Path, **train) -> JobConfig:
     )
 
 
-@pytest.mark.slow
-def test_ddp_run_exact_eval_counts(tmp_path, ray_local):
-    job = tiny_job(tmp_path)
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, ray_local):
+    """One 2-epoch DDP run (KoLeo MER, encoders at 0.1x the learning rate), its clips, target and sources."""
+    job = tiny_job(tmp_path_factory.mktemp("ddp"), encoder_lr_scale=0.1)
     info = load_dataset(job.data)
     cache = build_decode_cache(info.clips, job.data)
     target, sources = info.domains[0], info.domains[1:]
     datasets = build_datasets(cache.path, sources, target, job)
-    expected_val = sum(1 for c in info.clips if c.domain in sources and c.split == "test")
-    expected_target = sum(1 for c in info.clips if c.domain == target)
-    expected_target_test = sum(1 for c in info.clips if c.domain == target and c.split == "test")
     resources = size_workers(job, cluster_cpus=2.0)
     trainer = build_trainer(job, MERConfig(weight=1.0, estimator="koleo"), datasets, info.num_classes, resources,
                             name="unit", storage_path=job.output_dir)
-    result = trainer.fit()
+    return job, info.clips, target, sources, trainer.fit()
+
+
+@pytest.mark.slow
+def test_ddp_run_exact_eval_counts(ddp_run):
+    job, clips, target, sources, result = ddp_run
+    expected_val = sum(1 for c in clips if c.domain in sources and c.split == "test")
+    expected_target = sum(1 for c in clips if c.domain == target)
+    expected_target_test = sum(1 for c in clips if c.domain == target and c.split == "test")
     metrics = result.metrics
     assert metrics["epoch"] == 2
     assert metrics["val_count"] == expected_val
@@ -55,17 +61,9 @@ def test_ddp_run_exact_eval_counts(tmp_path, ray_local):
 
 
 @pytest.mark.slow
-def test_ddp_run_reports_finite_diagnostics(tmp_path, ray_local):
-    job = tiny_job(tmp_path, epochs=1, encoder_lr_scale=0.1)
-    info = load_dataset(job.data)
-    cache = build_decode_cache(info.clips, job.data)
-    target, sources = info.domains[0], info.domains[1:]
-    datasets = build_datasets(cache.path, sources, target, job)
-    resources = size_workers(job, cluster_cpus=2.0)
-    trainer = build_trainer(job, MERConfig(weight=1.0), datasets, info.num_classes, resources,
-                            name="diagnostics", storage_path=job.output_dir)
-    metrics = trainer.fit().metrics
-    diagnostics = {name: value for name, value in metrics.items() if name.startswith("diag_")}
+def test_ddp_run_reports_finite_diagnostics(ddp_run):
+    job, _, _, _, result = ddp_run
+    diagnostics = {name: value for name, value in result.metrics.items() if name.startswith("diag_")}
     expected = {"diag_domain_probe_chance", "diag_target_acc_noise", "diag_time_s"}
     for m in job.data.modalities:
         expected |= {f"diag_{m}_{name}" for name in (
