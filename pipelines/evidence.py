@@ -40,6 +40,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXED_MER = ["--tune.space", str(REPO_ROOT / "tune_spaces" / "paper_fixed.yaml"), "--tune.num_trials", "1"]
@@ -94,6 +95,42 @@ def paired(cells, accuracy: str) -> list[float]:
 def gap(cells, variant: str) -> list[float]:
     return [v - t for v, t in zip(per_seed(cells, variant, "val_acc"), per_seed(cells, variant, "target_acc"),
                                   strict=True)]
+
+
+def late_epoch_accuracy(tracking_uri: str, experiment: str) -> dict[str, list[float]]:
+    """Return each seed's target_acc averaged over the last half of its epochs, then over cells, by variant.
+
+    No epoch is selected, so the figure shows how much an accuracy read at one selected epoch owes to
+    that epoch. Seeds are in increasing order, and a seed that lacks a cell is left out.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    by_seed: dict[str, dict[int, list[float]]] = {"mer": {}, "base": {}}
+    for run in client.search_runs([found.experiment_id], max_results=5000):
+        phase = run.data.tags.get("merdg.phase", "")
+        if phase not in ("mer-seeds", "baseline-seeds") or run.info.status != "FINISHED":
+            continue
+        history = sorted(client.get_metric_history(run.info.run_id, "target_acc"), key=lambda metric: metric.step)
+        if not history:
+            continue
+        last_half = [metric.value for metric in history[len(history) // 2:]]
+        variant = "mer" if phase == "mer-seeds" else "base"
+        by_seed[variant].setdefault(int(run.data.params["seed"]), []).append(statistics.fmean(last_half))
+    result = {}
+    for variant, seeds in by_seed.items():
+        cells = max((len(values) for values in seeds.values()), default=0)
+        result[variant] = [statistics.fmean(values) for _, values in sorted(seeds.items()) if len(values) == cells]
+    return result
+
+
+def late_epoch_fields(tracking_uri: str, experiment: str) -> dict[str, Any]:
+    """Return a row's late-epoch figures: base and MER means ± std, and the paired deltas."""
+    late = late_epoch_accuracy(tracking_uri, experiment)
+    deltas = [m - b for m, b in zip(late["mer"], late["base"], strict=True)] if len(late["mer"]) == len(
+        late["base"]) else []
+    return {"late_base": _fmt(late["base"]), "late_mer": _fmt(late["mer"]), "late_delta": _fmt(deltas)}
 
 
 def seed_diagnostics(tracking_uri: str, experiment: str) -> dict[str, dict[str, list[float]]]:
@@ -155,15 +192,18 @@ def write_page(path: Path, rows: list[dict], command: str, wall_s: float) -> Non
         "measured on the target domain's train and test lists together. The gap is source validation "
         "accuracy minus target accuracy (the fusion-overfitting gap). Delta is MER minus the baseline, "
         "paired by seed. Each row names the selection method that picked the reported configuration "
-        "and epoch.",
+        "and epoch. The late-epoch columns select no epoch: they average each seed run's target_acc over "
+        "the last half of its epochs (the MER configuration is still the selected one), which shows how "
+        "much a figure read at one selected epoch owes to that epoch.",
         "",
         "| sweep | targets | sizes | selection | base target_acc | MER target_acc | delta (paired) | base gap | "
-        "MER gap | MER configurations |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "MER gap | late-epoch base | late-epoch MER | late-epoch delta | MER configurations |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(f"| {row['name']}: {row['title']} | {row['targets']} | {row_sizes(row)} | {row['selection']} | "
                      f"{row['base']} | {row['mer']} | {row['delta']} | {row['base_gap']} | {row['mer_gap']} | "
+                     f"{row.get('late_base', '')} | {row.get('late_mer', '')} | {row.get('late_delta', '')} | "
                      f"{row['configs']} |")
     lines += ["", f"![MER's paired effect per sweep]({figure_path.parent.name}/{figure_path.name})", ""]
     lines += hand_written
@@ -203,6 +243,21 @@ def _plot(rows: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def rescore(page: Path, rows_file: Path) -> int:
+    """Recompute the late-epoch figures of every stored row that names its MLflow store, and rewrite the page."""
+    if not rows_file.exists():
+        print(f"error: {rows_file} not found; run the sweeps first", file=sys.stderr)
+        return 2
+    stored = json.loads(rows_file.read_text())
+    for row in stored["rows"]:
+        if row.get("tracking_uri") and row.get("experiment"):
+            row.update(late_epoch_fields(row["tracking_uri"], row["experiment"]))
+    rows_file.write_text(json.dumps(stored, indent=1))
+    write_page(page, stored["rows"], "\n".join(c.strip() for c in stored.get("commands", [])), stored.get("wall_s", 0.0))
+    print(f"Wrote {page}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evidence.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_trials", type=int, default=4, help="search trials per target (default: 4)")
     parser.add_argument("--seeds", default="[0,1,2]", help="seeds of every retraining (default: [0,1,2])")
     parser.add_argument("--variant", help="name the rows '<sweep>@VARIANT' and list the extra flags in their titles")
+    parser.add_argument("--rescore", action="store_true",
+                        help="train nothing: recompute the late-epoch figures of the stored rows from their MLflow "
+                             "stores and rewrite the page")
     parser.add_argument("--keep", action="store_true",
                         help="keep the rows of sweeps that an earlier run wrote to the page and this run does not redo")
     args, extra = parser.parse_known_args(argv)
@@ -223,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     rows_file = args.page.parent / "results" / "evidence_rows.json"
+    if args.rescore:
+        return rescore(args.page, rows_file)
     names = args.only or list(SWEEPS)
     row_names = [f"{name}@{args.variant}" if args.variant else name for name in names]
     rows = []
@@ -257,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             "configs": "; ".join(configs), "markdown": result.markdown,
             "targets": ", ".join(sorted({c.target for c in cells})),
             "diagnostics": seed_diagnostics(result.tracking_uri, result.experiment),
+            "tracking_uri": result.tracking_uri, "experiment": result.experiment,
+            **late_epoch_fields(result.tracking_uri, result.experiment),
         })
         wall_s = earlier_wall_s + time.perf_counter() - started
         # The page is rewritten after each sweep, so an interrupted run keeps what it measured.

@@ -79,3 +79,36 @@ def test_page_keeps_sections_and_row_sizes(evidence, tmp_path):
     assert "| no_cue@hiding0.5: Fusion vs Fusion + MER | retro | 12 epochs, 3 trials, seeds [0,1] |" in text
     assert "| fusion_source_val | diag_video_rankme_target | 4.00 ± 1.41 | 5.00 ± 1.41 |" in text
     assert (tmp_path / "results" / "mer_effect.png").stat().st_size > 0
+
+
+def log_seed_run(client, experiment_id: str, phase: str, seed: int, target_acc: list[float],
+                 finished: bool = True) -> None:
+    run = client.create_run(experiment_id, tags={"merdg.phase": phase})
+    client.log_param(run.info.run_id, "seed", seed)
+    for epoch, value in enumerate(target_acc, start=1):
+        client.log_metric(run.info.run_id, "target_acc", value, step=epoch)
+    client.set_terminated(run.info.run_id, "FINISHED" if finished else "FAILED")
+
+
+def test_late_epoch_accuracy_averages_last_half(evidence, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("evidence-test", artifact_location=str(tmp_path / "artifacts"))
+    log_seed_run(client, experiment_id, "mer-seeds", 0, [10.0, 20.0, 30.0, 40.0])
+    log_seed_run(client, experiment_id, "mer-seeds", 0, [0.0, 0.0, 50.0, 70.0])
+    log_seed_run(client, experiment_id, "mer-seeds", 1, [0.0, 90.0, 10.0, 20.0])
+    log_seed_run(client, experiment_id, "mer-seeds", 1, [0.0, 0.0, 40.0, 40.0])
+    log_seed_run(client, experiment_id, "baseline-seeds", 0, [50.0, 50.0, 20.0, 30.0])
+    log_seed_run(client, experiment_id, "baseline-seeds", 0, [50.0, 50.0, 20.0, 30.0])
+    log_seed_run(client, experiment_id, "baseline-seeds", 1, [10.0, 10.0, 10.0])
+    log_seed_run(client, experiment_id, "baseline-seeds", 1, [10.0, 10.0, 10.0])
+    log_seed_run(client, experiment_id, "baseline-seeds", 1, [99.0, 99.0, 99.0, 99.0], finished=False)
+
+    late = evidence.late_epoch_accuracy(uri, "evidence-test")
+    fields = evidence.late_epoch_fields(uri, "evidence-test")
+
+    assert late["mer"] == [47.5, 27.5]
+    assert late["base"] == [25.0, 10.0]
+    assert fields["late_delta"] == "20.00 ± 3.54"
