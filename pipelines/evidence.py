@@ -39,6 +39,7 @@ import logging  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -97,26 +98,30 @@ def gap(cells, variant: str) -> list[float]:
                                   strict=True)]
 
 
+def seed_runs(tracking_uri: str, experiment: str) -> Iterator[tuple[Any, str, Any]]:
+    """Yield (client, variant, run) for each finished seed run of a sweep; variant is 'mer' or 'base'."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    for run in client.search_runs([found.experiment_id], max_results=5000):
+        phase = run.data.tags.get("merdg.phase", "")
+        if phase in ("mer-seeds", "baseline-seeds") and run.info.status == "FINISHED":
+            yield client, "mer" if phase == "mer-seeds" else "base", run
+
+
 def late_epoch_accuracy(tracking_uri: str, experiment: str) -> dict[str, list[float]]:
     """Return each seed's target_acc averaged over the last half of its epochs, then over cells, by variant.
 
     No epoch is selected, so the figure shows how much an accuracy read at one selected epoch owes to
     that epoch. Seeds are in increasing order, and a seed that lacks a cell is left out.
     """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
     by_seed: dict[str, dict[int, list[float]]] = {"mer": {}, "base": {}}
-    for run in client.search_runs([found.experiment_id], max_results=5000):
-        phase = run.data.tags.get("merdg.phase", "")
-        if phase not in ("mer-seeds", "baseline-seeds") or run.info.status != "FINISHED":
-            continue
+    for client, variant, run in seed_runs(tracking_uri, experiment):
         history = sorted(client.get_metric_history(run.info.run_id, "target_acc"), key=lambda metric: metric.step)
         if not history:
             continue
         last_half = [metric.value for metric in history[len(history) // 2:]]
-        variant = "mer" if phase == "mer-seeds" else "base"
         by_seed[variant].setdefault(int(run.data.params["seed"]), []).append(statistics.fmean(last_half))
     result = {}
     for variant, seeds in by_seed.items():
@@ -135,16 +140,8 @@ def late_epoch_fields(tracking_uri: str, experiment: str) -> dict[str, Any]:
 
 def seed_diagnostics(tracking_uri: str, experiment: str) -> dict[str, dict[str, list[float]]]:
     """Return the last value of every diag_ metric of each seed run, by variant ('mer', 'base') and metric name."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
     values: dict[str, dict[str, list[float]]] = {"mer": {}, "base": {}}
-    for run in client.search_runs([found.experiment_id], max_results=5000):
-        phase = run.data.tags.get("merdg.phase", "")
-        if phase not in ("mer-seeds", "baseline-seeds") or run.info.status != "FINISHED":
-            continue
-        variant = "mer" if phase == "mer-seeds" else "base"
+    for _, variant, run in seed_runs(tracking_uri, experiment):
         for key, value in run.data.metrics.items():
             if key.startswith("diag_"):
                 values[variant].setdefault(key, []).append(value)
