@@ -104,6 +104,8 @@ def seed_runs(tracking_uri: str, experiment: str) -> Iterator[tuple[Any, str, An
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(f"experiment {experiment!r} not found in the MLflow store {tracking_uri}")
     for run in client.search_runs([found.experiment_id], max_results=5000):
         phase = run.data.tags.get("merdg.phase", "")
         if phase in ("mer-seeds", "baseline-seeds") and run.info.status == "FINISHED":
@@ -160,7 +162,8 @@ def kept_sections(text: str) -> list[str]:
 
 def row_sizes(row: dict) -> str:
     """Return a row's training sizes, e.g. '6 epochs, 3 trials, seeds [0,1,2]'."""
-    return f"{row['epochs']} epochs, {row['num_trials']} trials, seeds {row['seeds']}"
+    trials = "1 trial" if row["num_trials"] == 1 else f"{row['num_trials']} trials"
+    return f"{row['epochs']} epochs, {trials}, seeds {row['seeds']}"
 
 
 def write_page(path: Path, rows: list[dict], command: str, wall_s: float) -> None:
@@ -248,7 +251,10 @@ def rescore(page: Path, rows_file: Path) -> int:
     stored = json.loads(rows_file.read_text())
     for row in stored["rows"]:
         if row.get("tracking_uri") and row.get("experiment"):
-            row.update(late_epoch_fields(row["tracking_uri"], row["experiment"]))
+            try:
+                row.update(late_epoch_fields(row["tracking_uri"], row["experiment"]))
+            except LookupError as error:
+                print(f"warning: row {row['name']}: {error}; its stored late-epoch figures are kept", file=sys.stderr)
     rows_file.write_text(json.dumps(stored, indent=1))
     write_page(page, stored["rows"], "\n".join(c.strip() for c in stored.get("commands", [])), stored.get("wall_s", 0.0))
     print(f"Wrote {page}")
@@ -307,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                           for c in cells})
         rows.append({
             "name": row_name, "title": title,
-            "epochs": args.epochs, "num_trials": args.num_trials, "seeds": args.seeds, "selection": result.selection_label,
+            "epochs": job.train.epochs, "num_trials": job.tune.num_trials, "seeds": args.seeds, "selection": result.selection_label,
             "base": _fmt(per_seed(cells, "base", "target_acc")), "mer": _fmt(per_seed(cells, "mer", "target_acc")),
             "deltas": paired(cells, "target_acc"), "delta": _fmt(paired(cells, "target_acc")),
             "base_gap": _fmt(gap(cells, "base")), "mer_gap": _fmt(gap(cells, "mer")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -112,3 +113,16 @@ def test_late_epoch_accuracy_averages_last_half(evidence, tmp_path):
     assert late["mer"] == [47.5, 27.5]
     assert late["base"] == [25.0, 10.0]
     assert fields["late_delta"] == "20.00 ± 3.54"
+
+
+def test_rescore_keeps_rows_of_missing_store(evidence, tmp_path, capsys):
+    rows_file = tmp_path / "results" / "evidence_rows.json"
+    rows_file.parent.mkdir()
+    stored = {**row("fusion_source_val", 6), "late_delta": "1.00 ± 2.00",
+              "tracking_uri": f"sqlite:///{tmp_path / 'other.db'}", "experiment": "evidence-gone"}
+    rows_file.write_text(json.dumps({"rows": [stored], "commands": ["python x"], "wall_s": 1.0}))
+
+    assert evidence.rescore(tmp_path / "results.md", rows_file) == 0
+
+    assert "evidence-gone" in capsys.readouterr().err
+    assert "| 1.00 ± 2.00 |" in (tmp_path / "results.md").read_text()
