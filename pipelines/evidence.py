@@ -20,6 +20,7 @@ per-seed differences, and the diagnostics of the trained models (``diag_*`` metr
     python pipelines/evidence.py --only fusion_source_val no_cue --epochs 6
     python pipelines/evidence.py --keep --only fusion_oracle --tune.targets '[retro]'   # add a row
     python pipelines/evidence.py --keep --only no_cue --variant hiding0.5 --data.benchmark.cue_hiding 0.5
+    python pipelines/evidence.py --rescore      # late-epoch columns again from the rows' MLflow stores
 
 Flags the script does not know go to every sweep's main job. With ``--variant NAME`` the rows are
 named ``<sweep>@NAME`` and list those flags, so that a changed benchmark or training setting gets
