@@ -167,7 +167,7 @@ def row_sizes(row: dict) -> str:
     return f"{row['epochs']} epochs, {trials}, seeds {row['seeds']}"
 
 
-def write_page(path: Path, rows: list[dict], command: str, wall_s: float) -> None:
+def write_page(path: Path, rows: list[dict], command: str) -> None:
     """Write the results page: the effect table, the diagnostics table, per-target tables, and the plot.
 
     Sections of the existing page that this function does not generate are kept after the plot.
@@ -185,8 +185,6 @@ def write_page(path: Path, rows: list[dict], command: str, wall_s: float) -> Non
         "```bash",
         command,
         "```",
-        "",
-        f"Wall time of the sweeps: {wall_s / 60:.0f} minutes on this machine ({os.cpu_count()} CPU cores).",
         "",
         "Accuracies are top-1 (%), the mean ± standard deviation over seeds of each seed's accuracy "
         "averaged over the row's target domains (and over modality sets for `unimodal`). `target_acc` is "
@@ -257,7 +255,7 @@ def rescore(page: Path, rows_file: Path) -> int:
             except LookupError as error:
                 print(f"warning: row {row['name']}: {error}; its stored late-epoch figures are kept", file=sys.stderr)
     rows_file.write_text(json.dumps(stored, indent=1))
-    write_page(page, stored["rows"], "\n".join(c.strip() for c in stored.get("commands", [])), stored.get("wall_s", 0.0))
+    write_page(page, stored["rows"], "\n".join(c.strip() for c in stored.get("commands", [])))
     print(f"Wrote {page}")
     return 0
 
@@ -328,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         # The page is rewritten after each sweep, so an interrupted run keeps what it measured.
         rows_file.parent.mkdir(parents=True, exist_ok=True)
         rows_file.write_text(json.dumps({"rows": rows, "wall_s": wall_s, "commands": commands}, indent=1))
-        write_page(args.page, rows, "\n".join(c.strip() for c in commands), wall_s)
+        write_page(args.page, rows, "\n".join(c.strip() for c in commands))
         print(f"{row_name}: MER {rows[-1]['mer']}, base {rows[-1]['base']}, delta {rows[-1]['delta']} "
               f"({result.selection_label})", flush=True)
     print(f"Wrote {args.page}")

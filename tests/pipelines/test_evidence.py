@@ -71,7 +71,7 @@ def test_page_keeps_sections_and_row_sizes(evidence, tmp_path):
     page = tmp_path / "results.md"
     page.write_text("# old\n\n## What the figures show\n\n- MER lost on retro.\n\n## Per target domain\n\nold\n")
 
-    evidence.write_page(page, [row("fusion_source_val", 6), row("no_cue@hiding0.5", 12)], "python x", 60.0)
+    evidence.write_page(page, [row("fusion_source_val", 6), row("no_cue@hiding0.5", 12)], "python x")
 
     text = page.read_text()
     assert "## What the figures show\n\n- MER lost on retro.\n" in text
