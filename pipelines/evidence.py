@@ -138,7 +138,8 @@ def late_epoch_fields(tracking_uri: str, experiment: str) -> dict[str, Any]:
     late = late_epoch_accuracy(tracking_uri, experiment)
     deltas = [m - b for m, b in zip(late["mer"], late["base"], strict=True)] if len(late["mer"]) == len(
         late["base"]) else []
-    return {"late_base": _fmt(late["base"]), "late_mer": _fmt(late["mer"]), "late_delta": _fmt(deltas)}
+    return {"late_base": _fmt(late["base"]), "late_mer": _fmt(late["mer"]), "late_delta": _fmt(deltas),
+            "late_deltas": deltas}
 
 
 def seed_diagnostics(tracking_uri: str, experiment: str) -> dict[str, dict[str, list[float]]]:
@@ -225,19 +226,29 @@ def write_page(path: Path, rows: list[dict], command: str) -> None:
     path.write_text("\n".join(lines))
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values) if values else 0.0
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def _plot(rows: list[dict], path: Path) -> None:
+    """Plot each row's paired delta at the selected epoch beside its late-epoch delta."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 3.5))
+    figure = Figure(figsize=(10, 4.2))
     axis = figure.subplots()
-    names = [row["name"] for row in rows]
-    means = [statistics.fmean(row["deltas"]) if row["deltas"] else 0.0 for row in rows]
-    stds = [statistics.stdev(row["deltas"]) if len(row["deltas"]) > 1 else 0.0 for row in rows]
-    axis.bar(range(len(rows)), means, yerr=stds, capsize=4, color=["tab:blue" if m >= 0 else "tab:red" for m in means])
+    positions = range(len(rows))
+    width = 0.4
+    for offset, key, label, color in ((-width / 2, "deltas", "at the selected epoch", "tab:blue"),
+                                      (width / 2, "late_deltas", "last half of the epochs, no selection", "tab:orange")):
+        stats = [_mean_std(row.get(key, [])) for row in rows]
+        axis.bar([p + offset for p in positions], [mean for mean, _ in stats], width, yerr=[std for _, std in stats],
+                 capsize=3, color=color, label=label)
     axis.axhline(0.0, color="black", linewidth=0.8)
-    axis.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
+    axis.set_xticks(positions, [row["name"] for row in rows], rotation=25, ha="right", fontsize=8)
     axis.set_ylabel("MER - baseline, target_acc (points)")
     axis.set_title("Paired effect of MER per sweep (mean ± std over seeds)", fontsize=9)
+    axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
