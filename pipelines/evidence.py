@@ -193,8 +193,8 @@ def write_page(path: Path, rows: list[dict], command: str) -> None:
         "accuracy minus target accuracy (the fusion-overfitting gap). Delta is MER minus the baseline, "
         "paired by seed. Each row names the selection method that picked the reported configuration "
         "and epoch. The late-epoch columns select no epoch: they average each seed run's target_acc over "
-        "the last half of its epochs (the MER configuration is still the selected one), which shows how "
-        "much a figure read at one selected epoch owes to that epoch.",
+        "the last half of its epochs, for the selected MER configuration. They show how much a figure "
+        "read at one selected epoch owes to that epoch.",
         "",
         "| sweep | targets | sizes | selection | base target_acc | MER target_acc | delta (paired) | base gap | "
         "MER gap | late-epoch base | late-epoch MER | late-epoch delta | MER configurations |",
