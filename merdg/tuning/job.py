@@ -36,6 +36,8 @@ RAY_DATA_LOGGING_CONFIG = Path(__file__).with_name("ray_data_logging.yaml")
 """Ray Data's logging config for local runs: its console output at WARNING."""
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 """Ray Train's switch for its preemption watcher, off on a local Ray instance."""
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+"""Seconds between Ray Train's polls of its workers (2.0 by default in Ray 2.60), 0.5 on a local instance."""
 
 
 @dataclass
@@ -107,10 +109,14 @@ def init_ray(address: str | None) -> None:
     # actor per training run, a process start that costs seconds on a laptop, and log an error
     # line at its start.
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    # Ray Train's controller notices a report, a finished worker group or a failure only at its next
+    # poll. Polling 2 workers every 0.5 s costs little CPU and saves seconds per training run.
+    os.environ.setdefault(HEALTH_CHECK_ENV, "0.5")
     env_vars = {
         "RAY_DATA_LOGGING_CONFIG": os.environ["RAY_DATA_LOGGING_CONFIG"],
         "RAY_ADDRESS": f"127.0.0.1:{gcs_port}",
         PREEMPTION_WATCHER_ENV: os.environ[PREEMPTION_WATCHER_ENV],
+        HEALTH_CHECK_ENV: os.environ[HEALTH_CHECK_ENV],
     }
     ray.init(dashboard_host="127.0.0.1", configure_logging=False, runtime_env={"env_vars": env_vars})
 
