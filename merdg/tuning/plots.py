@@ -44,8 +44,9 @@ def lambda_figure(cell: CellResult) -> Figure | None:
 
 def _confusion_panels(cell: CellResult, class_names: Sequence[str]) -> tuple[list, list[str]]:
     """Return (variant label, summed confusion matrix) for each variant that has one, and the class labels."""
-    panels = [(name, variant.confusion()) for name, variant in (("no MER", cell.baseline), ("MER", cell.mer))
-              if variant is not None and variant.confusion() is not None]
+    matrices = [(name, variant.confusion()) for name, variant in (("no MER", cell.baseline), ("MER", cell.mer))
+                if variant is not None]
+    panels = [(name, matrix) for name, matrix in matrices if matrix is not None]
     size = len(panels[0][1]) if panels else 0
     names = list(class_names) if len(class_names) == size else [str(i) for i in range(size)]
     return panels, names
